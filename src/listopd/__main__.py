@@ -1,0 +1,3 @@
+from listopd.cli import main
+
+raise SystemExit(main())

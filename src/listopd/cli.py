@@ -1,0 +1,62 @@
+"""The `listopd` command. Each subcommand lives in `listopd/commands/<name>.py` and exposes
+`add_arguments(parser)` and `run(args) -> int`; heavy imports (torch, transformers) happen inside `run`,
+so `listopd lambda-star` and `--help` stay fast.
+
+User errors (bad arguments, bad files, out-of-domain numbers) print one line on stderr and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from listopd.errors import ListopdError
+
+# name -> (module under listopd.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "lambda-star": ("lambda_star", "closed-form extrapolation cliff λ*(p, b, c) and its base-neutral form"),
+    "simulate": ("simulate", "train one categorical position with the real loss over a λ grid"),
+}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the message on bad arguments; we print one line, exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="listopd", description=__doc__.splitlines()[0])
+    from listopd import __version__
+
+    parser.add_argument("--version", action="version", version=f"listopd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"listopd.commands.{module_name}")
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except ListopdError as e:
+        sys.stderr.write(f"listopd {args.command}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"listopd {args.command}: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,8 +15,6 @@ from listopd.errors import ListopdError
 
 # name -> (module under listopd.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "lambda-star": ("lambda_star", "closed-form extrapolation cliff λ*(p, b, c) and its base-neutral form"),
-    "simulate": ("simulate", "train one categorical position with the real loss over a λ grid"),
 }
 
 

@@ -15,6 +15,10 @@ from listopd.errors import ListopdError
 
 # name -> (module under listopd.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "score": ("score", "score model outputs against a task file: strict parse, NDCG, recall, MRR"),
+    "data": ("data", "build task files: Amazon Reviews 2023 loaders, the embedded synthetic catalogue, stats"),
+    "simulate": ("simulate", "train one categorical position with the real loss over a λ grid; find the onset"),
+    "lambda-star": ("lambda_star", "closed-form extrapolation cliff λ*(p, b, c) and its base-neutral form"),
 }
 
 

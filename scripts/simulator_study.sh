@@ -21,3 +21,5 @@ done
 $S --p 0.99934 --b 0.5 --c 2 5 10 --lambdas 1:1.5:0.02 --steps 20000 --out docs/sim/exact_p99934_b05.json \
    --plot docs/sim/exact_p99934_b05.png
 $S --p 0.999 --b 0.9 --c 3 $G --steps 20000 --n-modal 8 --n-tail 32 --out docs/sim/exact_kary8.json
+# 6. the K-ary class under SGD is slower by (1/n_modal + 1/n_tail)/2 per step; Adam is scale-free
+$S --p 0.999 --b 0.9 --c 3 $G --steps 5000 --n-modal 8 --n-tail 32 --optimizer adam --out docs/sim/exact_kary8_adam.json

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data", "build task files: Amazon Reviews 2023 loaders, the embedded synthetic catalogue, stats"),
     "simulate": ("simulate", "train one categorical position with the real loss over a λ grid; find the onset"),
     "lambda-star": ("lambda_star", "closed-form extrapolation cliff λ*(p, b, c) and its base-neutral form"),
+    "tokenizer": ("tokenizer", "train a byte-level BPE tokenizer with a chat template on task text"),
 }
 
 
@@ -31,8 +32,9 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="listopd", description=__doc__.splitlines()[0])
-    from listopd import __version__
+    from listopd import __doc__ as package_doc, __version__
+
+    parser = _OneLineParser(prog="listopd", description=package_doc)
 
     parser.add_argument("--version", action="version", version=f"listopd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)

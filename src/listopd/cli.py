@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("score", "score model outputs against a task file: strict parse, NDCG, recall, MRR"),
     "data": ("data", "build task files: Amazon Reviews 2023 loaders, the embedded synthetic catalogue, stats"),
     "simulate": ("simulate", "train one categorical position with the real loss over a λ grid; find the onset"),
+    "sft": ("sft", "supervised fine-tuning on a task file (the teacher and the warm start)"),
+    "opd": ("opd", "ListOPD: on-policy distillation with reward extrapolation λ and clip c"),
     "lambda-star": ("lambda_star", "closed-form extrapolation cliff λ*(p, b, c) and its base-neutral form"),
     "tokenizer": ("tokenizer", "train a byte-level BPE tokenizer with a chat template on task text"),
 }

@@ -1,0 +1,177 @@
+"""Pieces shared by the SFT and ListOPD loops: data order, prompt encoding, optimiser and schedule,
+the metrics log, evaluation by generation, and the final-model export.
+
+Data order is a pure function of (seed, step): step s takes rows [s·B, (s+1)·B) of a seeded permutation
+of the training tasks, re-shuffled every epoch. So a resumed run sees exactly the batches an
+uninterrupted run would have seen, with nothing to save. Under several processes, rank r takes every
+world-th row of the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from listopd.errors import ListopdError
+from listopd.prompts import render_prompt
+
+
+def batch_indices(n_items: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """The global batch of step `step`: a slice of the seeded permutation of its epoch."""
+    out = []
+    start = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), n_items)
+        perm = np.random.default_rng([seed, epoch]).permutation(n_items)
+        take = min(batch_size - len(out), n_items - offset)
+        out.extend(int(i) for i in perm[offset:offset + take])
+    return out
+
+
+def shard(indices: list[int], rank: int, world: int) -> list[int]:
+    return indices[rank::world]
+
+
+def encode_prompt(task, tokenizer) -> list[int]:
+    return tokenizer.encode(render_prompt(task, tokenizer), add_special_tokens=False)
+
+
+def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Linear warm-up, then constant or cosine decay to 10% of the peak."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "cosine" and total_steps > warmup_steps:
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+class MetricsLog:
+    """Append-only `metrics.jsonl` (one JSON object per step, fsynced) plus TensorBoard when installed.
+
+    On resume from checkpoint step s, records with step > s (written after that checkpoint by the run
+    that crashed) are dropped first, so the file has no duplicated or missing steps.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None, enabled: bool = True):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        keep = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line torn by a crash mid-write
+                if resume_step is not None and rec.get("step", 0) <= resume_step:
+                    keep.append(line)
+        from listopd.io import atomic_write_text
+
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        except Exception:  # noqa: BLE001 - TensorBoard is optional
+            self.tb = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step" and v is not None and math.isfinite(v):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def decode_completions(tokenizer, rollout) -> list[str]:
+    texts = []
+    for ids, mask in zip(rollout.completion_ids, rollout.completion_mask):
+        texts.append(tokenizer.decode(ids[mask > 0].tolist(), skip_special_tokens=True))
+    return texts
+
+
+@torch.no_grad()
+def generate_outputs(model, tokenizer, tasks, *, max_new_tokens: int, batch_size: int = 16,
+                     greedy: bool = True, generator: torch.Generator | None = None) -> dict[str, str]:
+    """Task id -> decoded completion (greedy by default), in batches sorted by prompt length."""
+    from listopd.rollout import sample
+
+    encoded = [encode_prompt(t, tokenizer) for t in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: len(encoded[i]))
+    outputs = {}
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        rollout = sample(model, [encoded[i] for i in rows], max_new_tokens=max_new_tokens,
+                         eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, greedy=greedy,
+                         generator=generator)
+        for i, text in zip(rows, decode_completions(tokenizer, rollout)):
+            outputs[tasks[i].id] = text
+    return outputs
+
+
+def evaluate(model, tokenizer, tasks, *, max_new_tokens: int, batch_size: int = 16, n_boot: int = 200) -> dict:
+    """Greedy outputs on `tasks`, scored by listopd.metrics.score (strict parse, NDCG parsed/strict, …)."""
+    from listopd.metrics import score
+
+    outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return score(tasks, outputs, n_boot=n_boot)
+
+
+def headline(metrics: dict) -> dict:
+    """The few validation numbers logged every evaluation."""
+    return {"val_strict_parse_rate": metrics["strict_parse_rate"],
+            "val_ndcg@1_parsed": metrics["ndcg@1_parsed"],
+            "val_ndcg@1_strict": metrics["ndcg@1_strict"]}
+
+
+def export_model(model, tokenizer, folder: Path) -> None:
+    """save_pretrained into a temporary folder, then rename: the final model appears whole or not at all."""
+    import shutil
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".tmp-{folder.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if hasattr(model, "merge_and_unload"):  # LoRA: export plain merged weights
+            model = model.merge_and_unload()
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ListopdError(f"cannot write the final model to {folder}: {e.strerror or e}") from e
+
+
+def check_finite(step: int, **values: float) -> None:
+    """Stop on NaN/inf with the step and the quantity named (the caller keeps the last good checkpoint)."""
+    for name, v in values.items():
+        if v is not None and not math.isfinite(v):
+            raise ListopdError(f"non-finite {name} ({v}) at step {step}; stopped without saving this step — "
+                               f"the last good checkpoint is kept")

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "train one categorical position with the real loss over a λ grid; find the onset"),
     "sft": ("sft", "supervised fine-tuning on a task file (the teacher and the warm start)"),
     "opd": ("opd", "ListOPD: on-policy distillation with reward extrapolation λ and clip c"),
+    "calibrate": ("calibrate", "measure p and b from the real models on the real data; predict the cliff λ*"),
     "lambda-star": ("lambda_star", "closed-form extrapolation cliff λ*(p, b, c) and its base-neutral form"),
     "tokenizer": ("tokenizer", "train a byte-level BPE tokenizer with a chat template on task text"),
 }

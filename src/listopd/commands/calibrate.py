@@ -1,0 +1,100 @@
+"""Measure p (teacher) and b (warm start) on the contract-keeping class at every structural position of
+valid outputs, and predict the extrapolation cliff λ*(p, b, c).
+
+Prints the per-role table (the binding role marked *) and the predicted λ* with its bootstrap interval;
+with --out DIR writes DIR/calibration.json (read by `listopd opd --calibration`) and DIR/calibration.png.
+
+    listopd calibrate --teacher runs/teacher/final --warm-start runs/warm/final \\
+        --tasks data/validation.jsonl --c 5 --out runs/calibration
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", required=True, help="teacher model folder (or smollm2-135m)")
+    p.add_argument("--warm-start", required=True, help="warm-start student model folder")
+    p.add_argument("--tasks", required=True, help="task file whose outputs are walked")
+    p.add_argument("--c", type=float, required=True, help="clip strength c > 1")
+    p.add_argument("--max-tasks", type=int, default=None, help="use only the first N tasks")
+    p.add_argument("--sources", default="reference,teacher",
+                   help="which valid outputs to walk: reference, teacher, or both (default)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over tasks")
+    p.add_argument("--json", action="store_true", help="print the calibration JSON instead of the table")
+    p.add_argument("--out", help="folder for calibration.json and calibration.png")
+
+
+def run(args) -> int:
+    import time
+
+    import torch
+
+    from listopd.calibrate import CALIBRATION_VERSION, calibrate, format_table, plot_roles
+    from listopd.errors import ListopdError
+    from listopd.io import atomic_write_json
+    from listopd.models import check_same_vocabulary, load_model, load_tokenizer
+    from listopd import theory
+    from listopd.tasks import read_tasks
+    from listopd.training import generate_outputs
+
+    theory.lambda_star_base_neutral(0.9, args.c)  # validates c
+    sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
+    if not sources or set(sources) - {"reference", "teacher"}:
+        raise ListopdError(f"--sources must name reference and/or teacher; got {args.sources!r}")
+    torch.set_num_threads(1)
+    tokenizer = load_tokenizer(args.warm_start)
+    check_same_vocabulary(tokenizer, load_tokenizer(args.teacher), names=("warm start", "teacher"))
+    teacher, warm = load_model(args.teacher).eval(), load_model(args.warm_start).eval()
+    tasks = read_tasks(args.tasks)[:args.max_tasks]
+
+    def progress(i, n):
+        if not args.json and (i == n or i % max(1, n // 20) == 0):
+            sys.stderr.write(f"\rcalibrate: task {i}/{n}")
+            sys.stderr.write("\n" if i == n else "")
+
+    t0 = time.time()
+    warm_outputs = generate_outputs(warm, tokenizer, tasks, max_new_tokens=64)
+    cal = calibrate(teacher, warm, tokenizer, tasks, c=args.c, sources=sources, warm_outputs=warm_outputs,
+                    n_boot=args.n_boot, progress=progress)
+    summary = {**cal.summary(), "teacher": args.teacher, "warm_start": args.warm_start, "tasks": args.tasks,
+               "sources": list(sources), "seconds": round(time.time() - t0, 1)}
+    assert summary["version"] == CALIBRATION_VERSION
+    if args.out:
+        import os
+
+        os.makedirs(args.out, exist_ok=True)
+        atomic_write_json(os.path.join(args.out, "calibration.json"), _jsonable(summary))
+        plot_roles(summary, os.path.join(args.out, "calibration.png"))
+    if args.json:
+        print(json.dumps(_jsonable(summary), indent=1))
+        return 0
+    print(format_table(summary))
+    if summary["binding_role"] is None:
+        print("\nno role has a finite λ* (teacher and warm start agree, or b ≥ p everywhere)")
+    else:
+        ci = summary.get("lambda_star_ci") or [float("nan")] * 2
+        print(f"\nbinding role: {summary['binding_role']}   p = {summary['p']:.6f}   b = {summary['b']:.6f}")
+        print(f"predicted λ*(p,b,c={args.c:g}) = {summary['lambda_star']:.4f}   95% CI [{ci[0]:.4f}, {ci[1]:.4f}]"
+              f"   base-neutral λ*(p,c) = {summary['lambda_star_base_neutral']:.4f}")
+    fails = ", ".join(f"{k}: {v}" for k, v in summary["failure_roles"].items())
+    print(f"warm start's own greedy outputs: {fails}")
+    print(f"{summary['n_tasks']} tasks, {summary['n_positions']} positions, {summary['seconds']} s")
+    if args.out:
+        print(f"wrote {args.out}/calibration.json and {args.out}/calibration.png")
+    return 0
+
+
+def _jsonable(obj):
+    """inf → None (JSON has no infinity), recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_jsonable(v) for v in obj]
+    return obj

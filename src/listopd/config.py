@@ -50,9 +50,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
         doc = cls.HELP.get(name, "") if hasattr(cls, "HELP") else ""
         default = next(f for f in dataclasses.fields(cls) if f.name == name).default
         shown = "" if default is dataclasses.MISSING else f" (default: {default})"
-        kind = _parse_bool if typ is bool else typ
-        parser.add_argument(flag, dest=name, type=kind, default=None, metavar=typ.__name__.upper(),
-                            help=doc + shown)
+        if typ is bool:  # `--bf16` alone means true; `--bf16 false` is accepted too
+            parser.add_argument(flag, dest=name, type=_parse_bool, nargs="?", const=True, default=None,
+                                metavar="BOOL", help=doc + shown)
+        else:
+            parser.add_argument(flag, dest=name, type=typ, default=None, metavar=typ.__name__.upper(),
+                                help=doc + shown)
 
 
 def _coerce(value, typ: type, optional: bool, where: str):
@@ -79,6 +82,22 @@ def _coerce(value, typ: type, optional: bool, where: str):
     raise TypeError(f"unsupported config field type {typ}")
 
 
+def _yaml_loader():
+    """yaml.SafeLoader that also reads exponent floats without a dot (`lr: 1e-5`) as numbers, as YAML 1.2
+    does; PyYAML follows YAML 1.1 and would hand the trainer the string '1e-5'."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(  # copies the resolver table: SafeLoader itself is left alone
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+    return Loader
+
+
 def read_yaml(path: str) -> dict:
     import yaml
 
@@ -89,7 +108,7 @@ def read_yaml(path: str) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read config: {e}", path=path) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path=path,

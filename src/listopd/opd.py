@@ -172,7 +172,6 @@ def _load_frozen(path: str, dtype=None):
 
 def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     import torch
-    from accelerate import Accelerator
     from tqdm import tqdm
 
     from listopd import checkpoint as ckpt
@@ -184,14 +183,16 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     from listopd.sft import apply_lora
     from listopd.tasks import read_tasks
     from listopd.training import (MetricsLog, batch_indices, check_finite, decode_completions, encode_prompt,
-                                  evaluate, export_model, headline, lr_factor, make_optimizer, shard)
+                                  evaluate, export_model, headline, lr_factor, make_accelerator, make_optimizer,
+                                  ranks_agree, reduce_numbers, shard)
 
     cliff = cliff_check(cfg)
     warn_if_truncated_sampling(cfg.temperature, cfg.top_p, cfg.top_k)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.bf16 else "no")
+    accelerator = make_accelerator(cfg.bf16)
     rank, world = accelerator.process_index, accelerator.num_processes
+    require(cfg.batch_size >= world, f"batch_size ({cfg.batch_size}) must be ≥ the number of processes ({world})")
     device = accelerator.device
     run_dir = Path(cfg.out)
     torch.manual_seed(cfg.seed)
@@ -207,8 +208,9 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     contracts = [RankingContract.for_task(t) for t in tasks]
 
     student = load_model(cfg.student)
-    teacher = _load_frozen(cfg.teacher).to(device)
-    base = _load_frozen(base_path).to(device) if cfg.reward_scale != 1.0 else None
+    frozen_dtype = torch.bfloat16 if cfg.bf16 else None  # frozen scorers need no float32 master weights
+    teacher = _load_frozen(cfg.teacher, frozen_dtype).to(device)
+    base = _load_frozen(base_path, frozen_dtype).to(device) if cfg.reward_scale != 1.0 else None
     for name, model in (("student", student), ("teacher", teacher), ("base", base)):
         if model is not None:
             check_model_vocabulary(model, tokenizer, name=name)
@@ -217,7 +219,7 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     optimizer = make_optimizer(student, cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.schedule))
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)  # multinomial needs it on device
 
     start_step, guard = 0, {"best": None, "history": []}
     resumed = ckpt.latest_checkpoint(run_dir)
@@ -228,6 +230,8 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
         optimizer.load_state_dict(opt_state["optimizer"])
         scheduler.load_state_dict(opt_state["scheduler"])
         ckpt.restore_rng_state(rng, generator)
+        if len(rng.get("generators") or []) == world:  # each rank's own sampling stream (same world size)
+            generator.set_state(rng["generators"][rank].clone())
         start_step, guard = state["step"], state["trainer"]["guard"]
     student, optimizer = accelerator.prepare(student, optimizer)
     is_main = accelerator.is_main_process
@@ -237,11 +241,15 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     log = MetricsLog(run_dir, resume_step=start_step, enabled=is_main)
 
     def save(step: int) -> None:
+        # one row per rank; cloned (a row view keeps a storage offset, which Generator.set_state mis-reads)
+        states = [s.clone() for s in accelerator.gather(generator.get_state().to(device)[None]).cpu()] \
+            if world > 1 else None
         if is_main:
             ckpt.save_checkpoint(run_dir, step, weights=ckpt.trainable_weights(accelerator.unwrap_model(student)),
                                  optimizer_state={"optimizer": optimizer.state_dict(),
                                                   "scheduler": scheduler.state_dict()},
-                                 rng=ckpt.rng_state(generator), trainer_state={"guard": guard})
+                                 rng={**ckpt.rng_state(generator), "generators": states},
+                                 trainer_state={"guard": guard})
         accelerator.wait_for_everyone()
 
     def validate() -> dict:
@@ -256,8 +264,9 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
 
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"opd λ={cfg.reward_scale:g}",
                disable=quiet or not is_main, dynamic_ncols=True)
-    step, stop_reason, t0 = start_step, "steps", time.time()
-    while step < cfg.steps:
+    step, t0 = start_step, time.time()
+    stop_reason = guard.get("stopped") or "steps"  # a run the guard stopped stays stopped when re-run
+    while step < cfg.steps and stop_reason == "steps":
         rows = shard(batch_indices(len(tasks), cfg.batch_size, step, cfg.seed), rank, world)
         rollout = sample(accelerator.unwrap_model(student), [prompts[i] for i in rows],
                          max_new_tokens=cfg.max_new_tokens, eos_id=tokenizer.eos_token_id,
@@ -309,15 +318,24 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
         texts = decode_completions(tokenizer, rollout)
         parsed = [contracts[i].judge(t).ok for i, t in zip(rows, texts)]
         lengths = rollout.completion_mask.sum(1)
+        # sums and maxima over all processes: the record and the cliff guard describe the global batch, the
+        # same on every rank (a rank-local guard could stop one rank and not the others)
+        sum_keys = sorted(k for k in stats_sum if k not in ("adv_min", "adv_max"))
+        sums = reduce_numbers(accelerator, [stats_sum[k] for k in sum_keys] + [
+            entropy_sum, sum(parsed), len(parsed), float(lengths.sum()), float(rollout.ended.sum())])
+        maxes = reduce_numbers(accelerator, [stats_sum.get("adv_max", -math.inf), -stats_sum.get("adv_min", math.inf),
+                                             float(lengths.max())], reduction="max")
+        stats_sum = {**dict(zip(sum_keys, sums)), "adv_max": maxes[0], "adv_min": -maxes[1]}
+        entropy_sum, n_parsed, n_rows, length_sum, n_ended = sums[len(sum_keys):]
         tokens = max(stats_sum.get("tokens", 0.0), 1.0)
         # token-weighted means over micro-batches (adv_std: the mean of per-micro-batch stds)
         record = {"step": step, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                   **{k: (v if k in ("adv_min", "adv_max") else v / tokens)
                      for k, v in stats_sum.items() if k != "tokens"},
-                  "entropy": entropy_sum / tokens, "completion_len_mean": float(lengths.mean()),
-                  "completion_len_max": float(lengths.max()), "eos_rate": float(rollout.ended.float().mean()),
-                  "truncated_rate": float((~rollout.ended).float().mean()),
-                  "rollout_parse_rate": sum(parsed) / len(parsed), "elapsed_s": round(time.time() - t0, 2)}
+                  "entropy": entropy_sum / tokens, "completion_len_mean": length_sum / n_rows,
+                  "completion_len_max": maxes[2], "eos_rate": n_ended / n_rows,
+                  "truncated_rate": 1.0 - n_ended / n_rows,
+                  "rollout_parse_rate": n_parsed / n_rows, "elapsed_s": round(time.time() - t0, 2)}
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             record.update(validate())
         log.write(record)
@@ -332,19 +350,23 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
                 if level < guard["best"] - cfg.guard_margin:
                     stop_reason = (f"cliff guard: rollout parse rate {level:.3f} fell more than "
                                    f"{cfg.guard_margin} below its best {guard['best']:.3f} at step {step}")
+                    guard["stopped"] = stop_reason
                     save(step)
                     break
         if step % cfg.save_every == 0:
             save(step)
     bar.close()
-    if step % cfg.save_every and not stop_reason.startswith("cliff guard"):
+    if step % cfg.save_every and stop_reason == "steps":
         save(step)
     final = validate()
-    summary = {"steps": step, "stop_reason": stop_reason, **cliff, **final}
+    summary = {"steps": step, "stop_reason": stop_reason, **cliff, **final,
+               "ranks_identical": ranks_agree(accelerator, student), "world_size": world}
     if is_main:
         export_model(accelerator.unwrap_model(student), tokenizer, run_dir / "final")
         atomic_write_json(run_dir / "summary.json", summary)
     log.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroys the process group: a rank exiting without it can abort (gloo)
     if stop_reason.startswith("cliff guard") and not quiet:
         print(stop_reason)
     return summary

@@ -116,7 +116,6 @@ def apply_lora(model, r: int, alpha: int):
 
 def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     import torch
-    from accelerate import Accelerator
     from tqdm import tqdm
 
     from listopd import checkpoint as ckpt
@@ -124,12 +123,13 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     from listopd.models import load_tokenizer
     from listopd.tasks import read_tasks
     from listopd.training import (MetricsLog, batch_indices, check_finite, evaluate, export_model, headline,
-                                  lr_factor, make_optimizer, shard)
+                                  lr_factor, make_accelerator, make_optimizer, ranks_agree, shard)
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.bf16 else "no")
+    accelerator = make_accelerator(cfg.bf16)
     rank, world = accelerator.process_index, accelerator.num_processes
+    require(cfg.batch_size >= world, f"batch_size ({cfg.batch_size}) must be ≥ the number of processes ({world})")
     run_dir = Path(cfg.out)
     torch.manual_seed(cfg.seed)
 
@@ -187,7 +187,7 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
         rows = shard(batch_indices(len(examples), cfg.batch_size, step, cfg.seed), rank, world)
         batch = [examples[i] for i in rows]
         n_local = sum(sum(1 for y in labels if y != -100) for _, labels in batch)
-        n_global = int(accelerator.reduce(torch.tensor(n_local), reduction="sum"))
+        n_global = int(accelerator.reduce(torch.tensor(n_local, device=accelerator.device), reduction="sum"))
         total_loss = 0.0
         chunks = [batch[i:i + cfg.micro_batch_size] for i in range(0, len(batch), cfg.micro_batch_size)]
         for j, chunk in enumerate(chunks):
@@ -202,9 +202,10 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
             sync = j == len(chunks) - 1
             with (accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()):
                 accelerator.backward(loss)
-            total_loss += float(loss_sum)
+            total_loss += float(loss_sum.detach())
         grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-        mean_loss = float(accelerator.reduce(torch.tensor(total_loss), reduction="sum")) / max(n_global, 1)
+        mean_loss = float(accelerator.reduce(torch.tensor(total_loss, dtype=torch.float64, device=accelerator.device),
+                                             reduction="sum")) / max(n_global, 1)
         check_finite(step + 1, loss=mean_loss, grad_norm=grad_norm)
         optimizer.step()
         scheduler.step()
@@ -225,10 +226,13 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     if step % cfg.save_every:
         save(step)
     final = validate()
-    summary = {"steps": step, "tokens_seen": tokens_seen, "stop_reason": stop_reason, **final}
+    summary = {"steps": step, "tokens_seen": tokens_seen, "stop_reason": stop_reason, **final,
+               "ranks_identical": ranks_agree(accelerator, model), "world_size": world}
     if is_main:
         export_model(accelerator.unwrap_model(model), tokenizer, run_dir / "final")
         atomic_write_json(run_dir / "summary.json", summary)
     log.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroys the process group: a rank exiting without it can abort (gloo)
     return summary
 

@@ -1,0 +1,157 @@
+"""Trainer options on tiny models, one process: LoRA (PEFT, `lora_r`) and bf16 autocast (`bf16`).
+
+LoRA: the checkpoints hold only the adapter (`lora_A`/`lora_B` tensors), the base weights never move,
+resuming after a crash reproduces the uninterrupted run, and `final/` is a plain merged model (no adapter
+files) that `listopd.models.load_model` loads. bf16: 2 steps on the CPU under autocast give finite losses
+that differ slightly from float32 (so autocast really ran).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+from dist_world import dist_world, read_metrics, read_summary  # noqa: F401
+from safetensors.torch import load_file
+
+pytest.importorskip("peft")
+pytestmark = pytest.mark.timeout(300)
+
+
+def _sft_cfg(world, out, **kw):
+    from listopd.sft import SFTConfig
+
+    base = dict(model="tiny-student", tokenizer=world.tok, tasks=world.tasks, out=str(out), steps=2, batch_size=4,
+                micro_batch_size=2, lr=1e-2, warmup_steps=0, eval_every=0, save_every=1, threads=1, seed=0)
+    return SFTConfig(**{**base, **kw})
+
+
+def _opd_cfg(world, out, **kw):
+    from listopd.opd import OPDConfig
+
+    base = dict(student=world.student, teacher=world.teacher, tasks=world.tasks, out=str(out), steps=2,
+                batch_size=4, micro_batch_size=2, max_new_tokens=12, reward_scale=1.25, lr=1e-2, eval_every=0,
+                save_every=1, threads=1, seed=0)
+    return OPDConfig(**{**base, **kw})
+
+
+def _checkpoint(run, step):
+    return load_file(str(run / "checkpoints" / f"step-{step:07d}" / "model.safetensors"))
+
+
+def _crash_and_resume(run, last_step, rerun):
+    """Forget the last step (its checkpoint, the export, the summary), rerun the same config: it resumes
+    from the checkpoint before and must write the same last record and the same adapter."""
+    before = read_metrics(run)[-1]
+    adapter = _checkpoint(run, last_step)
+    shutil.rmtree(run / "checkpoints" / f"step-{last_step:07d}")
+    shutil.rmtree(run / "final")
+    (run / "summary.json").unlink()
+    log = run / "metrics.jsonl"  # mark the kept records: a resumed run keeps them, a fresh start rewrites them
+    log.write_text("".join(line.rstrip()[:-1] + ', "kept": true}\n' for line in log.read_text().splitlines()))
+    summary = rerun()
+    assert summary["steps"] == last_step
+    metrics = read_metrics(run)
+    assert [r["step"] for r in metrics] == list(range(1, last_step + 1))
+    assert [r.get("kept", False) for r in metrics] == [True] * (last_step - 1) + [False], "did not resume"
+    after = metrics[-1]
+    before.pop("elapsed_s"), after.pop("elapsed_s")
+    assert after == pytest.approx(before, rel=1e-6, abs=1e-9)
+    again = _checkpoint(run, last_step)
+    assert all(torch.allclose(again[k], adapter[k], rtol=0, atol=1e-7) for k in adapter)
+
+
+def _check_adapter_checkpoints(run, n_layers=6):
+    first, second = _checkpoint(run, 1), _checkpoint(run, 2)
+    assert first and all("lora_" in k for k in first), "a LoRA checkpoint holds only adapter tensors"
+    # all-linear: q, k, v, o, gate, up, down in each layer (not the tied lm_head), an A and a B each
+    assert len(first) == n_layers * 7 * 2
+    changed = [k for k in first if not torch.equal(first[k], second[k])]
+    assert changed and all("lora_" in k for k in changed)
+
+
+def _check_plain_export(run, reference):
+    """final/ is a plain model: no adapter files, no lora tensors, the same tensor names and shapes as the
+    model the run started from, loadable with load_model."""
+    from listopd.models import load_model
+
+    final = run / "final"
+    assert not (final / "adapter_config.json").exists() and not (final / "adapter_model.safetensors").exists()
+    model = load_model(final)
+    names = {k: v.shape for k, v in model.state_dict().items()}
+    assert not any("lora" in k or "base_layer" in k for k in names)
+    assert names == {k: v.shape for k, v in reference.state_dict().items()}
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[5, 6, 7]])).logits
+    assert torch.isfinite(logits).all()
+    return model
+
+
+def test_sft_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):  # noqa: F811
+    from listopd.models import build_model, load_tokenizer
+    from listopd.sft import run_sft
+
+    run = tmp_path / "sft_lora"
+    cfg = _sft_cfg(dist_world, run, lora_r=4, lora_alpha=8)
+    summary = run_sft(cfg, quiet=True)
+    assert summary["steps"] == 2 and summary["ranks_identical"] is True
+    _check_adapter_checkpoints(run)
+
+    # merged export = the untouched base (same preset and seed) + (alpha/r)·B·A on the adapted linears
+    base = build_model("tiny-student", load_tokenizer(dist_world.tok), seed=cfg.seed)
+    merged = _check_plain_export(run, base).state_dict()
+    adapter, scale = _checkpoint(run, 2), cfg.lora_alpha / cfg.lora_r
+    for name, w0 in base.state_dict().items():
+        prefix = "base_model.model." + name.removesuffix(".weight")
+        if f"{prefix}.lora_A.default.weight" in adapter:
+            delta = scale * adapter[f"{prefix}.lora_B.default.weight"] @ adapter[f"{prefix}.lora_A.default.weight"]
+            assert float(delta.abs().max()) > 0
+            torch.testing.assert_close(merged[name], w0 + delta, rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(merged[name], w0), f"{name} is not adapted and must not move"
+
+    _crash_and_resume(run, 2, lambda: run_sft(cfg, quiet=True))
+
+
+def test_opd_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):  # noqa: F811
+    from listopd.models import load_model
+    from listopd.opd import run_opd
+
+    run = tmp_path / "opd_lora"
+    cfg = _opd_cfg(dist_world, run, lora_r=4)
+    summary = run_opd(cfg, quiet=True)
+    assert summary["steps"] == 2 and summary["ranks_identical"] is True
+    _check_adapter_checkpoints(run)
+    start = load_model(dist_world.student)
+    merged = _check_plain_export(run, start).state_dict()
+    moved = [k for k, v in start.state_dict().items() if not torch.equal(merged[k], v)]
+    assert moved and all(k.endswith("proj.weight") for k in moved), "only adapted linears move"
+    _crash_and_resume(run, 2, lambda: run_opd(cfg, quiet=True))
+
+
+def test_sft_bf16_two_steps(dist_world, tmp_path):  # noqa: F811
+    from listopd.sft import run_sft
+
+    run_sft(_sft_cfg(dist_world, tmp_path / "fp32", save_every=10), quiet=True)
+    summary = run_sft(_sft_cfg(dist_world, tmp_path / "bf16", save_every=10, bf16=True), quiet=True)
+    assert summary["steps"] == 2
+    fp32, bf16 = read_metrics(tmp_path / "fp32"), read_metrics(tmp_path / "bf16")
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in bf16)
+    assert bf16[0]["loss"] != fp32[0]["loss"], "bf16 autocast did not change the arithmetic"
+    assert bf16[0]["loss"] == pytest.approx(fp32[0]["loss"], rel=2e-2)
+    assert read_summary(tmp_path / "bf16")["steps"] == 2
+    # the exported model is float32 (autocast keeps float32 master weights)
+    exported = load_file(str(tmp_path / "bf16" / "final" / "model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in exported.values())
+
+
+def test_opd_bf16_two_steps(dist_world, tmp_path):  # noqa: F811
+    from listopd.opd import run_opd
+
+    summary = run_opd(_opd_cfg(dist_world, tmp_path / "bf16", bf16=True, save_every=10), quiet=True)
+    assert summary["steps"] == 2
+    for r in read_metrics(tmp_path / "bf16"):
+        for key in ("grad_norm", "adv_mean", "adv_std", "teacher_kl_k1", "teacher_kl_k3", "entropy"):
+            assert math.isfinite(r[key]), (key, r)

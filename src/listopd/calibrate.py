@@ -300,8 +300,11 @@ def plot_roles(summary: dict, path: str) -> None:
              if v["lambda_star_base_neutral"] is not None and math.isfinite(v["lambda_star_base_neutral"])]
     roles.sort(key=lambda r: summary["roles"][r]["lambda_star_base_neutral"])
     x = np.arange(len(roles))
-    lam = [summary["roles"][r]["lambda_star"] or np.nan for r in roles]
-    lam0 = [summary["roles"][r]["lambda_star_base_neutral"] for r in roles]
+    def finite_or_nan(v):
+        return v if v is not None and math.isfinite(v) else np.nan
+
+    lam = [finite_or_nan(summary["roles"][r]["lambda_star"]) for r in roles]
+    lam0 = [finite_or_nan(summary["roles"][r]["lambda_star_base_neutral"]) for r in roles]
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(roles) + 2), 4.2))
     ax.bar(x - 0.2, lam, 0.4, label="λ*(p, b, c)")
     ax.bar(x + 0.2, lam0, 0.4, label="λ*(p, c), base-neutral")
@@ -310,7 +313,7 @@ def plot_roles(summary: dict, path: str) -> None:
                    label=f"predicted λ* = {summary['lambda_star']:.3f} ({summary['binding_role']})")
     ax.axhline(1.0, color="gray", lw=0.8)
     ax.set_xticks(x, roles, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("λ* (extrapolation cliff)")
+    ax.set_ylabel("λ* (extrapolation cliff; bars cut at 4, missing = ∞)")
     finite = [v for v in lam + lam0 if v == v and math.isfinite(v)]
     if finite:
         ax.set_ylim(0.9, min(max(finite) * 1.05, 4.0))

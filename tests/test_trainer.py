@@ -437,7 +437,8 @@ def test_end_to_end_sft_then_opd_lambda_one(tmp_path):
     validation prompts), and the validation strict parse rate does not fall. ~90 s on one CPU thread.
 
     Note: at this budget neither model emits valid K=4 permutations under greedy decoding (the teacher's
-    outputs are well-formed JSON with a repeated id), so the parse-rate check is 0 ≥ 0 here."""
+    outputs are well-formed JSON with a repeated id), so the parse-rate check is 0 ≥ 0 here; the last
+    check (mass on the contract-keeping class, position by position) is the one that can fail."""
     from listopd.data.synth import make_synth_tasks
     from listopd.opd import OPDConfig
     from listopd.sft import SFTConfig
@@ -485,3 +486,16 @@ def test_end_to_end_sft_then_opd_lambda_one(tmp_path):
     assert last < 0.9 * first  # the teacher likes the student's samples better (logged, on train prompts)
     assert after > before + 0.5  # ... and on held-out prompts
     assert summary["val_strict_parse_rate"] >= warm_summary["val_strict_parse_rate"]
+
+    # Non-vacuous stand-in for the parse rate at this budget: the probability the student puts on the
+    # contract-keeping class at every position of the reference outputs (calibration's per-position mass;
+    # the strict parse rate of sampled outputs is the product of such masses along the output). Read with
+    # the OPD student as "teacher" and the warm start as "warm start": p = after, b = before.
+    from listopd.calibrate import calibrate
+
+    cal = calibrate(load_model(opd), load_model(warm), tok, val, c=5.0, sources=("reference",), n_boot=10)
+    tail_after = sum(1 - x.p for x in cal.positions) / len(cal.positions)
+    tail_before = sum(1 - x.b for x in cal.positions) / len(cal.positions)
+    print(f"mean mass off the contract-keeping class per position: warm start {tail_before:.4f}, "
+          f"after OPD {tail_after:.4f}")
+    assert tail_after <= tail_before

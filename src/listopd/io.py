@@ -4,6 +4,7 @@ leaves either the old file or the new one, never half of one."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 
@@ -36,6 +37,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(obj):
+    """Replace non-finite floats by None, recursively (JSON has no infinity or NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> None:

@@ -131,7 +131,6 @@ def sample(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: int,
     model.train(was_training)
 
     completion = torch.stack(tokens, dim=1)  # [B, T]
-    t = completion.shape[1]
     # a token is part of the completion up to and including the first EOS
     is_eos = completion == eos_id
     after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 
@@ -36,7 +35,7 @@ def run(args) -> int:
 
     from listopd.calibrate import CALIBRATION_VERSION, calibrate, format_table, plot_roles
     from listopd.errors import ListopdError
-    from listopd.io import atomic_write_json
+    from listopd.io import atomic_write_json, json_safe
     from listopd.models import check_same_vocabulary, load_model, load_tokenizer
     from listopd import theory
     from listopd.tasks import read_tasks
@@ -68,10 +67,10 @@ def run(args) -> int:
         import os
 
         os.makedirs(args.out, exist_ok=True)
-        atomic_write_json(os.path.join(args.out, "calibration.json"), _jsonable(summary))
+        atomic_write_json(os.path.join(args.out, "calibration.json"), json_safe(summary))
         plot_roles(summary, os.path.join(args.out, "calibration.png"))
     if args.json:
-        print(json.dumps(_jsonable(summary), indent=1))
+        print(json.dumps(json_safe(summary), indent=1))
         return 0
     print(format_table(summary))
     if summary["binding_role"] is None:
@@ -88,13 +87,3 @@ def run(args) -> int:
         print(f"wrote {args.out}/calibration.json and {args.out}/calibration.png")
     return 0
 
-
-def _jsonable(obj):
-    """inf → None (JSON has no infinity), recursively."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_jsonable(v) for v in obj]
-    return obj

@@ -16,6 +16,7 @@ from listopd.data.synth import make_synth_tasks
 from listopd.prompts import target_text
 from listopd.tokenizer import task_texts, train_tokenizer
 from listopd.training import encode_prompt
+from trainer_fixtures import world  # noqa: F401  (session fixture: tiny saved models)
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +136,25 @@ def test_failure_roles_name_the_broken_entry():
     assert failure_role(contract, '{"ranking": ["A", "B"]}') == "missing_id@id_3"
     assert failure_role(contract, '{"ranking": ["A", "B", "C"') == "truncated"
     assert failure_role(contract, 'sure! {"ranking"') == "not_json"
+
+
+def test_calibrate_cli_writes_the_file_the_trainer_reads(world, tmp_path, capsys):  # noqa: F811
+    """`listopd calibrate` on two real tiny models: table, calibration.json with p and b, a PNG; bad c → exit 2."""
+    from listopd.cli import main
+    from listopd.opd import OPDConfig
+
+    out = tmp_path / "cal"
+    code = main(["calibrate", "--teacher", world.teacher, "--warm-start", world.student, "--tasks", world.val,
+                 "--c", "5", "--n-boot", "50", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "role" in printed and "positions" in printed
+    data = json.loads((out / "calibration.json").read_text())
+    assert data["version"] == 1 and data["c"] == 5.0 and data["n_tasks"] == len(world.val_tasks)
+    assert (out / "calibration.png").stat().st_size > 5_000
+    if data["binding_role"] is not None:  # the OPD config reads p and b from it
+        cfg = OPDConfig(student=world.student, teacher=world.teacher, tasks=world.train, out=str(tmp_path / "o"),
+                        calibration=str(out / "calibration.json"))
+        assert cfg.cliff_pb() == (data["p"], data["b"])
+    assert main(["calibrate", "--teacher", world.teacher, "--warm-start", world.student, "--tasks", world.val,
+                 "--c", "1"]) == 2

@@ -180,7 +180,7 @@ class Calibration:
 
         def ci(values):
             v = np.array([x if x is not None else np.nan for x in values], dtype=float)
-            v = v[~np.isnan(v)]
+            v = v[np.isfinite(v)]
             return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else None
 
         return {"p_ci": ci(ps), "b_ci": ci(bs), "lambda_star_ci": ci(lams),

@@ -15,14 +15,18 @@ from listopd.errors import ListopdError
 
 # name -> (module under listopd.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "the main job, end to end on the embedded data and tiny models (under 10 minutes)"),
     "score": ("score", "score model outputs against a task file: strict parse, NDCG, recall, MRR"),
     "data": ("data", "build task files: Amazon Reviews 2023 loaders, the embedded synthetic catalogue, stats"),
     "simulate": ("simulate", "train one categorical position with the real loss over a λ grid; find the onset"),
     "sft": ("sft", "supervised fine-tuning on a task file (the teacher and the warm start)"),
     "opd": ("opd", "ListOPD: on-policy distillation with reward extrapolation λ and clip c"),
     "calibrate": ("calibrate", "measure p and b from the real models on the real data; predict the cliff λ*"),
+    "sweep": ("sweep", "run a λ sweep from one YAML file: resumable runs, one result file each, --dry-run plan"),
+    "prereg": ("prereg", "pre-registered tests of λ*: lock the predictions before the sweep, check them after"),
     "lambda-star": ("lambda_star", "closed-form extrapolation cliff λ*(p, b, c) and its base-neutral form"),
     "tokenizer": ("tokenizer", "train a byte-level BPE tokenizer with a chat template on task text"),
+    "report": ("report", "Markdown report of a λ sweep: parse rate and NDCG vs λ, onsets, λ*, tests, size axis"),
 }
 
 

@@ -70,7 +70,7 @@ class OPDConfig:
     bf16: bool = False
     lora_r: int = 0
     lora_alpha: int = 16
-    threads: int = 1
+    threads: int = 0
     cliff_p: float | None = None
     cliff_b: float | None = None
     calibration: str | None = None

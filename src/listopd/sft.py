@@ -45,7 +45,7 @@ class SFTConfig:
     bf16: bool = False
     lora_r: int = 0
     lora_alpha: int = 16
-    threads: int = 1
+    threads: int = 0
 
     HELP = {
         "tasks": "training task file (JSONL)", "out": "run folder",
@@ -57,7 +57,7 @@ class SFTConfig:
         "schedule": "constant or cosine", "eval_every": "validate every N steps (0: only at the end)",
         "eval_tasks": "validation tasks per evaluation", "save_every": "checkpoint every N steps",
         "bf16": "bfloat16 autocast", "lora_r": "LoRA rank (0: full fine-tuning)",
-        "threads": "torch CPU threads (0: torch's default); one is as fast as two for tiny models",
+        "threads": "torch CPU threads (0: torch's default, all cores)",
     }
 
     def validate(self) -> None:

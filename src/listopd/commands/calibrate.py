@@ -76,10 +76,14 @@ def run(args) -> int:
     if summary["binding_role"] is None:
         print("\nno role has a finite λ* (teacher and warm start agree, or b ≥ p everywhere)")
     else:
-        ci = summary.get("lambda_star_ci") or [float("nan")] * 2
+        ci = summary.get("lambda_star_ci") or [None, None]
+
+        def f(x):
+            return "—" if x is None else f"{x:.4f}"
+
         print(f"\nbinding role: {summary['binding_role']}   p = {summary['p']:.6f}   b = {summary['b']:.6f}")
-        print(f"predicted λ*(p,b,c={args.c:g}) = {summary['lambda_star']:.4f}   95% CI [{ci[0]:.4f}, {ci[1]:.4f}]"
-              f"   base-neutral λ*(p,c) = {summary['lambda_star_base_neutral']:.4f}")
+        print(f"predicted λ*(p,b,c={args.c:g}) = {f(summary['lambda_star'])}   95% CI [{f(ci[0])}, {f(ci[1])}]"
+              f"   base-neutral λ*(p,c) = {f(summary['lambda_star_base_neutral'])}")
     fails = ", ".join(f"{k}: {v}" for k, v in summary["failure_roles"].items())
     print(f"warm start's own greedy outputs: {fails}")
     print(f"{summary['n_tasks']} tasks, {summary['n_positions']} positions, {summary['seconds']} s")

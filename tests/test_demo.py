@@ -1,0 +1,31 @@
+"""The demo pipeline end to end at toy sizes: every stage writes its output, a re-run skips finished stages,
+and the report names the predicted λ* and the four models. (Speed and the science are for `listopd demo`.)"""
+
+import json
+
+from listopd.demo import DemoConfig, run_demo
+
+
+def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
+    cfg = DemoConfig(out=str(tmp_path / "demo"), n_users=120, n_items=150, teacher_steps=3, warm_steps=2,
+                     opd_steps=2, batch_size=4, calibration_tasks=4, eval_tasks=4)
+    result = run_demo(cfg)
+    out = tmp_path / "demo"
+    for path in ("data/train.jsonl", "tokenizer/tokenizer.json", "teacher/final/model.safetensors",
+                 "warm/final/model.safetensors", "calibration/calibration.json", "calibration/calibration.png",
+                 "opd_below/summary.json", "opd_above/summary.json", "evaluation.json", "opd_curves.png",
+                 "report.md"):
+        assert (out / path).exists(), path
+    lam_star = result["lambda_star"]
+    lambdas = result["lambdas"]
+    assert lambdas["below"] < lam_star < lambdas["above"]
+    assert json.loads((out / "opd_above" / "config.json").read_text())["allow_above_cliff"] is True
+    report = (out / "report.md").read_text()
+    assert f"{lam_star:.3f}" in report and report.count("| ListOPD λ=") == 2
+    assert len(result["models"]) == 4
+
+    capsys.readouterr()
+    again = run_demo(cfg)  # every stage is done: nothing is retrained
+    log = capsys.readouterr().out
+    assert "SFT teacher (" not in log and "ListOPD λ" not in log and "calibrating" not in log
+    assert again["lambda_star"] == lam_star

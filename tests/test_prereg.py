@@ -34,7 +34,7 @@ PASSING = {(3, 100, 0): 1.25, (3, 100, 1): 1.25, (3, 100, 2): 1.275,
 
 def write_calibration(folder: Path, p=P, b=B) -> str:
     path = folder / "calibration.json"
-    path.write_text(json.dumps({"p": p, "b": b, "c": 3.0, "lambda_star": None, "lambda_star_ci": [1.2, 1.3],
+    path.write_text(json.dumps({"version": 1, "p": p, "b": b, "c": 3.0, "lambda_star": None, "lambda_star_ci": [1.2, 1.3],
                                 "binding_role": "close_list"}))
     return str(path)
 

@@ -318,7 +318,7 @@ def _lambda_star():
 @pytest.fixture
 def calibration(tmp_path):
     path = tmp_path / "calibration.json"
-    path.write_text(json.dumps({"p": P, "b": B, "note": "measured on the warm start"}))
+    path.write_text(json.dumps({"version": 1, "p": P, "b": B, "note": "measured on the warm start"}))
     return str(path)
 
 

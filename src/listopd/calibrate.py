@@ -37,6 +37,37 @@ import numpy as np
 from listopd import theory
 
 CALIBRATION_VERSION = 1
+
+
+def read_calibration_file(path: str) -> dict:
+    """The JSON object of a calibration file (`listopd calibrate --out`), checked: "version" is
+    CALIBRATION_VERSION and p and b are numbers in (0, 1). InputError names the file and the field."""
+    import json
+    from pathlib import Path
+
+    from listopd.errors import InputError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("calibration file not found", path=path) from None
+    except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
+        raise InputError(f"not a calibration file (unreadable JSON: {e})", path=path) from None
+    if not isinstance(data, dict):
+        raise InputError("not a calibration file (a JSON object with version, p and b)", path=path)
+    if data.get("version") != CALIBRATION_VERSION:
+        raise InputError(f"expected {CALIBRATION_VERSION} (a calibration.json written by `listopd calibrate`); "
+                         f"got {data.get('version')!r}", path=path, field="version")
+    for key in ("p", "b"):
+        x = data.get(key)
+        if x is None:
+            raise InputError("missing: the calibration has no numbers p and b (no binding role?): nothing to "
+                             "predict", path=path, field=key)
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
+            raise InputError(f"expected a number in (0, 1); got {x!r}", path=path, field=key)
+    return data
+
+
 ROLE_OF_CHAR = {"{": "open_brace", "}": "close_brace", "[": "open_bracket", "]": "close_bracket",
                 ":": "colon", ",": "separator"}
 

@@ -62,11 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except ListopdError as e:
+        _close_progress_bars()
         sys.stderr.write(f"listopd {args.command}: error: {e}\n")
         return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         sys.stderr.write(f"listopd {args.command}: interrupted\n")
         return 130
+
+
+def _close_progress_bars() -> None:
+    """Finish any tqdm bar a failed command left open, so that the error gets a line of its own (not glued
+    to the end of the bar, and not overdrawn by the bar when it is garbage-collected)."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        bar.close()
 
 
 if __name__ == "__main__":

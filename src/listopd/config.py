@@ -147,7 +147,12 @@ def load_config(cls, args: argparse.Namespace):
         value = getattr(args, name, None)
         if value is not None:
             data[name] = value
-    return config_from_dict(cls, data, source=source)
+    try:
+        return config_from_dict(cls, data, source=source)
+    except ListopdError as e:  # name the file for validate()'s errors too
+        if args.config and not str(e).startswith(source):
+            raise ListopdError(f"{source}: {e}") from None
+        raise
 
 
 def config_to_dict(config) -> dict:

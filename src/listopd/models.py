@@ -238,10 +238,21 @@ def load_model(path_or_name, *, dtype=None):
         if not any(any(Path(directory).glob(pat)) for pat in _WEIGHT_PATTERNS):
             raise ModelLoadError(name, "no weights in this directory (expected *.safetensors or "
                                        "pytorch_model*.bin)")
+        from safetensors import SafetensorError
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar: stderr keeps one line per error
         try:
             model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(name, f"cannot load the weights: {str(e).splitlines()[0]}") from None
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # unreadable, torn or mis-shaped
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if "ignore_mismatched_sizes" in reason:
+                reason = "tensor shapes do not match config.json"
+            raise ModelLoadError(name, f"cannot load the weights: {reason}") from None
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
     else:
         try:
             model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, local_files_only=True,

@@ -17,8 +17,8 @@ rates, the strict parse rate of the rollouts; every `eval_every` steps the valid
 NDCG@1 (parsed and strict).
 
 Cliff guard: with the clip mode `teacher_ratio` and (p, b) given (`cliff_p`, `cliff_b`, or a calibration
-JSON file with top-level "p" and "b"), λ*(p, b, c) is computed at start and λ ≥ λ* is refused unless
-`allow_above_cliff`. During training, when the rollout parse rate (mean over the last `guard_window`
+JSON file with "version": 1 and top-level "p" and "b"), λ*(p, b, c) is computed at start and λ ≥ λ* is
+refused unless `allow_above_cliff`. During training, when the rollout parse rate (mean over the last `guard_window`
 steps) falls more than `guard_margin` below its best, the run checkpoints and stops.
 """
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -94,7 +93,7 @@ class OPDConfig:
         "save_every": "checkpoint every N steps", "bf16": "bfloat16 autocast",
         "lora_r": "LoRA rank (0: full fine-tuning)", "threads": "torch CPU threads (0: torch's default)",
         "cliff_p": "teacher modal mass p for the cliff guard", "cliff_b": "warm-start modal mass b",
-        "calibration": "calibration JSON with top-level p and b (instead of cliff_p/cliff_b)",
+        "calibration": "calibration.json (version 1, top-level p and b) instead of cliff_p/cliff_b",
         "allow_above_cliff": "train at λ ≥ λ*(p,b,c) anyway",
         "guard_margin": "stop when the rollout parse rate falls this far below its best (off when unset)",
         "guard_window": "steps averaged for the guard's parse rate",
@@ -128,16 +127,10 @@ class OPDConfig:
         if self.cliff_p is not None:
             return self.cliff_p, self.cliff_b
         if self.calibration:
-            from listopd.errors import InputError
+            from listopd.calibrate import read_calibration_file
 
-            try:
-                data = json.loads(Path(self.calibration).read_text())
-                return float(data["p"]), float(data["b"])
-            except FileNotFoundError:
-                raise InputError("calibration file not found", path=self.calibration) from None
-            except (ValueError, KeyError, TypeError) as e:
-                raise InputError(f"not a calibration file (needs numbers p and b): {e}",
-                                 path=self.calibration) from None
+            data = read_calibration_file(self.calibration)
+            return float(data["p"]), float(data["b"])
         return None
 
 

@@ -191,16 +191,11 @@ def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
 
 def read_calibration(path: str) -> dict:
     """p, b and the context of a calibration.json (refuses one without a binding role)."""
-    try:
-        data_bytes = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError("calibration file not found", path=path) from None
-    data = read_json(Path(path))
-    if not isinstance(data, dict):
-        raise InputError("not a calibration file (a JSON object with p and b)", path=path)
-    p, b = data.get("p"), data.get("b")
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (p, b)):
-        raise InputError("the calibration has no numbers p and b (no binding role?): nothing to predict", path=path)
+    from listopd.calibrate import read_calibration_file
+
+    data = read_calibration_file(path)
+    p, b = data["p"], data["b"]
+    data_bytes = Path(path).read_bytes()
     return {"path": path, "sha256": hashlib.sha256(data_bytes).hexdigest(), "p": float(p), "b": float(b),
             "c": data.get("c"), "lambda_star": data.get("lambda_star"),
             "lambda_star_ci": data.get("lambda_star_ci"), "binding_role": data.get("binding_role")}
@@ -351,6 +346,9 @@ def verify_lock(sweep: Sweep) -> dict:
     body = {k: v for k, v in locked.items() if k != "content_sha256"}
     if sha256_of(body) != locked.get("content_sha256"):
         raise PreregRefusal(f"{path} was modified after locking: its content does not match its content_sha256")
+    if locked.get("version") != PREREG_VERSION:
+        raise InputError(f"expected {PREREG_VERSION} (written by this listopd's `prereg lock`); got "
+                         f"{locked.get('version')!r}", path=str(path), field="version")
     if locked.get("sweep_config_hash") != sweep.config_hash:
         raise PreregRefusal(f"{sweep.path} differs from the sweep config locked in {path} "
                             f"(sha256 {sweep.config_hash[:12]} ≠ {str(locked.get('sweep_config_hash'))[:12]})")

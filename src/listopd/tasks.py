@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -132,7 +133,7 @@ def iter_jsonl(path, *, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[
         while True:
             try:
                 line = f.readline(max_line_bytes + 1)
-            except (OSError, EOFError, gzip.BadGzipFile) as e:
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:  # zlib.error: a bad deflate block
                 raise InputError(f"corrupt gzip stream: {e}", path=path, line=lineno + 1) from None
             if not line:
                 break

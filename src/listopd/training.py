@@ -94,10 +94,13 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a torn last line is dropped on resume
+            raise ListopdError(f"cannot write {self.path}: {e.strerror or e}; the last checkpoint is intact") from e
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step" and v is not None and math.isfinite(v):

@@ -140,3 +140,28 @@ def load_checkpoint(folder: Path) -> tuple[dict, dict, dict]:
     optimizer_state = torch.load(folder / "optimizer.pt", weights_only=False)
     rng = torch.load(folder / "rng.pt", weights_only=False)
     return weights, optimizer_state, rng
+
+
+def save_training_state(run_dir: str | Path, step: int, model, optimizer, scheduler, *, rng: dict,
+                        trainer_state: dict) -> Path:
+    """Checkpoint a trainer: the model's trainable weights, optimiser and scheduler state, RNG states and
+    the trainer's own counters (the SFT and ListOPD loops both save through here)."""
+    return save_checkpoint(run_dir, step, weights=trainable_weights(model),
+                           optimizer_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                           rng=rng, trainer_state=trainer_state)
+
+
+def resume_training(run_dir: str | Path, model, optimizer, scheduler,
+                    generator: torch.Generator | None = None) -> tuple[int, dict, dict] | None:
+    """Load the newest intact checkpoint of a run into model, optimiser and scheduler and restore the RNG
+    states; return (step, trainer_state, rng) or None when the run has no checkpoint yet."""
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        return None
+    folder, state = found
+    weights, optimizer_state, rng = load_checkpoint(folder)
+    load_trainable_weights(model, weights)
+    optimizer.load_state_dict(optimizer_state["optimizer"])
+    scheduler.load_state_dict(optimizer_state["scheduler"])
+    restore_rng_state(rng, generator)
+    return state["step"], state["trainer"], rng

@@ -215,17 +215,12 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)  # multinomial needs it on device
 
     start_step, guard = 0, {"best": None, "history": []}
-    resumed = ckpt.latest_checkpoint(run_dir)
+    resumed = ckpt.resume_training(run_dir, student, optimizer, scheduler, generator)
     if resumed is not None:
-        folder, state = resumed
-        weights, opt_state, rng = ckpt.load_checkpoint(folder)
-        ckpt.load_trainable_weights(student, weights)
-        optimizer.load_state_dict(opt_state["optimizer"])
-        scheduler.load_state_dict(opt_state["scheduler"])
-        ckpt.restore_rng_state(rng, generator)
+        start_step, trainer_state, rng = resumed
+        guard = trainer_state["guard"]
         if len(rng.get("generators") or []) == world:  # each rank's own sampling stream (same world size)
             generator.set_state(rng["generators"][rank].clone())
-        start_step, guard = state["step"], state["trainer"]["guard"]
     student, optimizer = accelerator.prepare(student, optimizer)
     is_main = accelerator.is_main_process
     if is_main:
@@ -238,11 +233,9 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
         states = [s.clone() for s in accelerator.gather(generator.get_state().to(device)[None]).cpu()] \
             if world > 1 else None
         if is_main:
-            ckpt.save_checkpoint(run_dir, step, weights=ckpt.trainable_weights(accelerator.unwrap_model(student)),
-                                 optimizer_state={"optimizer": optimizer.state_dict(),
-                                                  "scheduler": scheduler.state_dict()},
-                                 rng={**ckpt.rng_state(generator), "generators": states},
-                                 trainer_state={"guard": guard})
+            ckpt.save_training_state(run_dir, step, accelerator.unwrap_model(student), optimizer, scheduler,
+                                     rng={**ckpt.rng_state(generator), "generators": states},
+                                     trainer_state={"guard": guard})
         accelerator.wait_for_everyone()
 
     def validate() -> dict:

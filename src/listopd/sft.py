@@ -146,15 +146,10 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.schedule))
 
     start_step, tokens_seen = 0, 0
-    resumed = ckpt.latest_checkpoint(run_dir)
+    resumed = ckpt.resume_training(run_dir, model, optimizer, scheduler)
     if resumed is not None:
-        folder, state = resumed
-        weights, opt_state, rng = ckpt.load_checkpoint(folder)
-        ckpt.load_trainable_weights(model, weights)
-        optimizer.load_state_dict(opt_state["optimizer"])
-        scheduler.load_state_dict(opt_state["scheduler"])
-        ckpt.restore_rng_state(rng)
-        start_step, tokens_seen = state["step"], state["trainer"]["tokens_seen"]
+        start_step, trainer_state, _ = resumed
+        tokens_seen = trainer_state["tokens_seen"]
     model, optimizer = accelerator.prepare(model, optimizer)
     is_main = accelerator.is_main_process
     if is_main:
@@ -164,10 +159,8 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
 
     def save(step: int) -> None:
         if is_main:
-            ckpt.save_checkpoint(run_dir, step, weights=ckpt.trainable_weights(accelerator.unwrap_model(model)),
-                                 optimizer_state={"optimizer": optimizer.state_dict(),
-                                                  "scheduler": scheduler.state_dict()},
-                                 rng=ckpt.rng_state(), trainer_state={"tokens_seen": tokens_seen})
+            ckpt.save_training_state(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
+                                     rng=ckpt.rng_state(), trainer_state={"tokens_seen": tokens_seen})
         accelerator.wait_for_everyone()
 
     def validate() -> dict:

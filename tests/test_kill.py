@@ -152,3 +152,119 @@ def test_sigkill_anywhere_then_restart_equals_uninterrupted(world, tmp_path, tra
     assert not tmp_folders(run), "a torn temporary checkpoint folder survived the completed run"
     assert not (run / ".tmp-final").exists()
     assert json.loads((run / "summary.json").read_text())["steps"] == STEPS
+
+
+# ------------------------------------------------------------------------------------ a whole sweep
+
+SWEEP_STEPS = 4
+TIMING_KEYS = ("train_seconds", "step_time_s", "started_at", "ended_at")
+
+
+def write_sweep_config(world, folder: Path) -> Path:  # noqa: F811
+    """FOLDER/sweep.yaml for a 3-run sweep into FOLDER/out."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    base = dict(student=world.student, teacher=world.teacher, tasks=world.train, val_tasks=world.val,
+                batch_size=4, micro_batch_size=2, max_new_tokens=8, lr=1e-3, eval_every=2, save_every=1,
+                threads=1)
+    grid = {"reward_scale": [1.0, 1.5, 2.0], "seed": [0], "steps": SWEEP_STEPS}
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"out": str(folder / "out"), "base": base, "grid": grid}))
+    return path
+
+
+def sweep_state(out: Path) -> dict:
+    """Everything a finished sweep must reproduce: result files less their timings, each run's metrics
+    (less wall-clock time) and final weights. The sweep folder's own path (and so the config hash) is
+    the only difference allowed between two sweep folders."""
+    state = {}
+    for result in sorted((out / "results").glob("*.json")):
+        record = json.loads(result.read_text().replace(str(out), "OUT"))
+        for key in (*TIMING_KEYS, "sweep_config_hash"):
+            record.pop(key)
+        run = out / "runs" / record["name"]
+        weights = load_file(str(run / "final" / "model.safetensors"))
+        state[record["name"]] = (record, metrics(run), {k: v.tolist() for k, v in weights.items()})
+    return state
+
+
+def test_sigkill_a_sweep_between_and_inside_runs(world, tmp_path):  # noqa: F811
+    """A sweep killed right after a run's result file appears (between runs), in the middle of a run and
+    inside a checkpoint write, then started again, ends with the same results, metrics and weights as an
+    uninterrupted sweep; no run is done twice or lost, and no temporary file is left in results/."""
+    clean_cfg, cfg = write_sweep_config(world, tmp_path / "clean"), write_sweep_config(world, tmp_path / "killed")
+    clean_out, out = clean_cfg.parent / "out", cfg.parent / "out"
+    sweep_cmd = [sys.executable, "-m", "listopd", "sweep"]
+    t0 = time.monotonic()
+    proc = start([*sweep_cmd, str(clean_cfg), "--quiet"], tmp_path / "clean.log")
+    assert proc.wait(timeout=600) == 0, (tmp_path / "clean.log").read_text()[-2000:]
+    duration = time.monotonic() - t0
+
+    names = sorted(p.stem for p in (clean_out / "results").glob("*.json"))
+    assert len(names) == 3
+    run_dirs = [out / "runs" / name for name in names]
+    cmd = [*sweep_cmd, str(cfg), "--quiet"]
+    log = tmp_path / "run.log"
+    rng = random.Random(20261128)
+    record = []
+
+    def results() -> set[str]:
+        """The result files a reader sees (a killed write may leave a hidden .NAME.XXXX.tmp, never a
+        partial NAME.json)."""
+        return {p.name for p in (out / "results").glob("*.json")} if (out / "results").is_dir() else set()
+
+    def partial_results() -> list[str]:
+        bad = []
+        for name in results():
+            try:
+                json.loads((out / "results" / name).read_text())["summary"]
+            except (ValueError, KeyError):
+                bad.append(name)
+        return bad
+
+    def kill_when(condition, what: str):
+        proc = start(cmd, log)
+        t_start = time.monotonic()
+        while proc.poll() is None and not condition():
+            time.sleep(0.0005)
+        killed = kill(proc)
+        for run in run_dirs:
+            if run.is_dir():
+                check_after_kill(run)
+        assert not partial_results(), partial_results()
+        record.append({"what": what, "at_s": round(time.monotonic() - t_start, 2), "killed": killed,
+                       "results": len(results())})
+        assert killed or proc.returncode == 0, f"sweep failed with {proc.returncode}; see {log}"
+
+    # between runs: the moment the first result file exists
+    kill_when(lambda: len(results()) >= 1, "after the first result")
+    # inside a run: a random moment while the second run trains
+    second_started = lambda: any((run / "metrics.jsonl").is_file() and run.name not in
+                                 {n.removesuffix(".json") for n in results()} for run in run_dirs)
+    deadline = [None]
+
+    def mid_run():
+        if deadline[0] is None and second_started():
+            deadline[0] = time.monotonic() + rng.uniform(0.0, duration / 6)
+        return deadline[0] is not None and time.monotonic() >= deadline[0]
+    kill_when(mid_run, "inside a run")
+    # inside a checkpoint write of whichever run is training now
+    def all_tmp() -> set:
+        return {(run.name, *ident) for run in run_dirs for ident in tmp_identity(run)}
+    torn_before = all_tmp()  # torn folders of earlier kills do not count
+    kill_when(lambda: bool(all_tmp() - torn_before), "inside a checkpoint write")
+    kill_when(lambda: len(results()) >= 2, "after the second result")
+
+    proc = start(cmd, log)
+    assert proc.wait(timeout=600) == 0, f"final sweep failed; see {log}: {log.read_text()[-2000:]}"
+    print(f"sweep: uninterrupted {duration:.1f} s; kills: {json.dumps(record)}")
+    assert sum(r["killed"] for r in record) >= 3, record
+
+    assert sorted(p.name for p in (out / "results").iterdir()) == [f"{name}.json" for name in names], \
+        "a stale temporary file survived the completed sweep"
+    for name in names:
+        assert [m["step"] for m in metrics(out / "runs" / name)] == list(range(1, SWEEP_STEPS + 1))
+        assert not tmp_folders(out / "runs" / name)
+    assert sweep_state(out) == sweep_state(clean_out)

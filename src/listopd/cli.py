@@ -27,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lambda-star": ("lambda_star", "closed-form extrapolation cliff λ*(p, b, c) and its base-neutral form"),
     "tokenizer": ("tokenizer", "train a byte-level BPE tokenizer with a chat template on task text"),
     "report": ("report", "Markdown report of a λ sweep: parse rate and NDCG vs λ, onsets, λ*, tests, size axis"),
+    "serve": ("serve", "OpenAI-compatible HTTP server for a model: batched generation, bounded queue"),
+    "judge": ("judge", "grade model outputs with a versioned rubric through any OpenAI-compatible endpoint"),
+    "constrained": ("constrained", "JSON-schema constrained decoding (xgrammar) baseline: parse rate, NDCG, tokens/s"),
 }
 
 

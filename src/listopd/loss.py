@@ -161,3 +161,38 @@ def _stats(adv, cap_binds, ppo_clipped, mask, lp_teacher, lp_old) -> dict[str, f
             "teacher_kl_k1": float((-log_r).mean()),
             "teacher_kl_k3": float((torch.expm1(log_r) - log_r).mean()),
         }
+
+
+def listopd_expected_loss(table_new: torch.Tensor, table_teacher: torch.Tensor, table_base: torch.Tensor,
+                          tokens: torch.Tensor, mask: torch.Tensor, *, reward_scale: float | torch.Tensor,
+                          clip_strength: float = 5.0, clip_mode: str = "teacher_ratio",
+                          eps_low: float = 0.2, eps_high: float = 0.2,
+                          num_tokens: float | torch.Tensor | None = None) -> LossOutput:
+    """The ListOPD loss with the sampled token at each position replaced by its expectation under the
+    student (a Rao–Blackwellised estimator).
+
+    At every sampled prefix, `listopd_loss` is applied to *every* vocabulary entry y with weight
+    π_S(y | prefix) (detached) instead of to the one sampled token: the expected gradient is the same,
+        Σ_t Σ_y π_S(y)·A_t(y)·∇log π_S(y)  =  E_{y_t ~ π_S}[ A_t(y_t)·∇log π_S(y_t) ],
+    with A_t(y) built exactly as for a sampled token (λ, the teacher-ratio cap at log c, the base term),
+    but the noise of drawing one token per position is gone. The prefixes are still sampled.
+    Tables are [B, T, V] log-probs (`listopd.rollout.completion_logprob_table`; `table_new` carries the
+    gradient); `tokens` [B, T] are the sampled ids, used only for the logged statistics, which describe
+    the sampled tokens as in `listopd_loss`. Valid for one optimiser step per rollout (ratio 1).
+    """
+    if clip_mode == "truncated_is":
+        raise ValueError("the expected estimator has no sampler mismatch to correct: use another clip_mode")
+    width = min(table_new.shape[-1], table_teacher.shape[-1], table_base.shape[-1])
+    table_new, table_teacher, table_base = (x[..., :width] for x in (table_new, table_teacher, table_base))
+    b, t, v = table_new.shape
+    mask = mask.to(table_new.dtype)
+    weight = mask[..., None] * table_new.detach().exp()
+    flat = lambda x: x.reshape(b, t * v)  # noqa: E731
+    kwargs = dict(reward_scale=reward_scale, clip_strength=clip_strength, clip_mode=clip_mode, eps_low=eps_low,
+                  eps_high=eps_high, num_tokens=num_tokens if num_tokens is not None else mask.sum())
+    full = listopd_loss(flat(table_new), flat(table_new.detach()), flat(table_teacher), flat(table_base),
+                        flat(weight), **kwargs)
+    pick = lambda x: x.detach().gather(-1, tokens[..., None]).squeeze(-1)  # noqa: E731
+    lp = pick(table_new)
+    sampled = listopd_loss(lp, lp, pick(table_teacher), pick(table_base), mask, **kwargs)
+    return LossOutput(loss=full.loss, advantages=sampled.advantages, stats=sampled.stats)

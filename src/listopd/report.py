@@ -17,6 +17,8 @@ Inputs (each optional except the sweep folder; a missing or unreadable piece is 
 - SWEEP/prereg_result.json   the tests' verdicts (`listopd prereg check`).
 - a size-axis file       a JSON list of {name, parameters, strict_parse_rate, ndcg@1_parsed, ndcg@1_strict}
                          (or {name, parameters, summary: PATH to a run's summary.json}).
+- baseline files         `listopd constrained --out` results (constrained-decoding baseline): --baseline FILE
+                         (repeatable), else SWEEP/baselines/*.json; shown beside the sweep's ListOPD student.
 
 Runs are grouped by (clip strength c, step budget); every figure has one panel per group.
 
@@ -721,9 +723,11 @@ class Inputs:
     size_rows: list[dict]
     size_source: str | None
     problems: list[str]
+    baselines: list[tuple[Path, dict]] = field(default_factory=list)
 
 
-def gather(sweep_dir: Path, calibration: str | None, size_axis: str | None) -> Inputs:
+def gather(sweep_dir: Path, calibration: str | None, size_axis: str | None,
+           baselines: list[str] | None = None) -> Inputs:
     sweep = load_sweep(sweep_dir)
     problems = list(sweep.problems) + missing_cells(sweep)
     prereg, err = read_optional_json(sweep_dir / "prereg.json")
@@ -743,7 +747,10 @@ def gather(sweep_dir: Path, calibration: str | None, size_axis: str | None) -> I
         size_source = str(size_path)
     else:
         problems.append("no size-axis file (pass --size-axis): the size table has the sweep's student only")
-    return Inputs(sweep, cal, cal_path, prereg, verdicts, size_rows, size_source, problems)
+    paths = [Path(b) for b in baselines] if baselines else sorted((sweep_dir / "baselines").glob("*.json"))
+    found, errs = load_baselines(paths)
+    problems += errs
+    return Inputs(sweep, cal, cal_path, prereg, verdicts, size_rows, size_source, problems, found)
 
 
 def section_inputs(inp: Inputs, rule: OnsetRule) -> list[str]:
@@ -772,6 +779,8 @@ def section_inputs(inp: Inputs, rule: OnsetRule) -> list[str]:
     lines.append(f"- locked predictions (prereg.json): {_lock_note(inp.prereg, runs)}")
     lines.append(f"- test verdicts (prereg_result.json): {'found' if inp.prereg_result is not None else 'missing'}")
     lines.append(f"- size axis: `{inp.size_source}`" if inp.size_source else "- size axis: missing")
+    if inp.baselines:
+        lines.append("- constrained-decoding baselines: " + ", ".join(f"`{p}`" for p, _ in inp.baselines))
     lines.append(f"- onset rule: {rule.describe()} (from {rule.source})")
     if inp.problems:
         lines += ["", "Missing or incomplete:", ""] + [f"- {p}" for p in inp.problems]
@@ -1048,6 +1057,71 @@ def section_size_axis(inp: Inputs, groups, preds) -> list[str]:
                             table) + [""]
 
 
+# ---------------------------------------------------------------------------------------------------------
+# the constrained-decoding baseline
+
+
+def load_baselines(paths: list[Path]) -> tuple[list[tuple[Path, dict]], list[str]]:
+    """The `listopd constrained` result files that read as such; a problem line for each that does not."""
+    found, problems = [], []
+    for path in paths:
+        data, problem = read_optional_json(path)
+        if problem:
+            problems.append(f"baseline: {problem}")
+        elif not (isinstance(data, dict) and data.get("kind") == "constrained_decoding_baseline"
+                  and isinstance(data.get("rows"), list)):
+            problems.append(f"baseline: {path} is not a `listopd constrained` result")
+        else:
+            found.append((path, data))
+    return found, problems
+
+
+def _decoding_mode(data: dict) -> str:
+    d = data.get("decoding") or {}
+    return "greedy" if d.get("greedy", True) else f"T = {fmt_value(d.get('temperature'))}"
+
+
+def section_baselines(inp: Inputs, groups, preds) -> list[str]:
+    """Strict parse and NDCG@1 with and without constrained decoding, tokens/s, beside the ListOPD student."""
+    if not inp.baselines:
+        return []
+    lines = ["## Constrained decoding baseline", "",
+             "Would constrained decoding alone fix the format? Each baseline decodes the same tasks with one model, "
+             "unconstrained and with a JSON-schema grammar (and, where run, our contract automaton as the mask); "
+             "tokens/s is wall clock over the same loop and batch size on the machine named below.", ""]
+    rows = []
+    student = student_from_sweep(groups, preds)
+    if student is not None:
+        rows.append([fmt_value(student["name"]), "unconstrained, greedy", "sweep validation",
+                     fmt(_number(student["strict_parse_rate"])), fmt(_number(student["ndcg@1_parsed"])),
+                     fmt(_number(student["ndcg@1_strict"])), "—"])
+    notes = []
+    for path, data in inp.baselines:
+        mode = _decoding_mode(data)
+        for row in data["rows"]:
+            if not isinstance(row, dict):
+                continue
+            rows.append([fmt_value(data.get("model")), f"{fmt_value(row.get('label') or row.get('decoding'))}, {mode}",
+                         fmt(data.get("n_tasks")), fmt(_number(row.get("strict_parse_rate"))),
+                         fmt(_number(row.get("ndcg@1_parsed"))), fmt(_number(row.get("ndcg@1_strict"))),
+                         fmt(_number(row.get("tokens_per_second")), 0)])
+        engine = data.get("engine") or {}
+        d = data.get("decoding") or {}
+        machine = data.get("machine") or {}
+        note = (f"`{path.name}`: {fmt_value(data.get('model'))} on {fmt_value(data.get('tasks'))}, {mode}, batch "
+                f"{fmt_value(d.get('batch_size'))}, at most {fmt_value(d.get('max_new_tokens'))} new tokens, "
+                f"{fmt_value(machine.get('device'))}, torch threads {fmt_value(machine.get('torch_threads'))}")
+        if engine:
+            missing = data.get("not_enforced") or []
+            note += (f"; engine {fmt_value(engine.get('name'))} {fmt_value(engine.get('version'))}, "
+                     f"{fmt_value(engine.get('format'))}; **not enforced by the engine: "
+                     f"{', '.join(missing) if missing else 'nothing'}**")
+        notes.append(f"- {note}.")
+    table = md_table(["model", "decoding", "tasks", "strict parse rate", "NDCG@1 parsed", "NDCG@1 strict",
+                      "tokens/s"], rows)
+    return lines + table + [""] + notes + [""]
+
+
 FIGURES = ("parse_rate.png", "ndcg.png", "onsets.png")
 
 
@@ -1071,7 +1145,7 @@ def section_figures(scored, preds, onsets, rule: OnsetRule, out_dir: Path) -> li
 
 
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, calibration: str | None = None,
-                 size_axis: str | None = None) -> Path:
+                 size_axis: str | None = None, baselines: list[str] | None = None) -> Path:
     """Write OUT/report.md and its figures; returns the report's path. Never fails on a missing input."""
     from listopd.io import atomic_write_text
 
@@ -1080,7 +1154,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ca
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in FIGURES:  # a figure from an earlier report must not outlive its data
         (out_dir / name).unlink(missing_ok=True)
-    inp = gather(sweep_dir, calibration, size_axis)
+    inp = gather(sweep_dir, calibration, size_axis, baselines)
     rule = onset_rule(inp.prereg, inp.prereg_result)
     groups = inp.sweep.groups()
     preds = {c: predict(c, inp.calibration, inp.prereg, inp.sweep.runs) for c in sorted({c for c, _ in groups})}
@@ -1097,6 +1171,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ca
     lines += section_sweep_tables(scored, preds, onsets)
     lines += section_calibration(inp, out_dir)
     lines += section_size_axis(inp, scored, preds)
+    lines += section_baselines(inp, scored, preds)
     report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report

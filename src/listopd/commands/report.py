@@ -4,7 +4,8 @@ pre-registered tests' verdicts, the size axis and a short summary of what the nu
 
 Missing pieces (no calibration, no prereg_result.json, an unfinished sweep) are named on the page.
 
-    listopd report runs/sweep --calibration runs/calibration/calibration.json --size-axis size.json
+    listopd report runs/sweep --calibration runs/calibration/calibration.json --size-axis size.json \\
+        --baseline runs/baselines/warm.json
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size-axis", metavar="FILE",
                    help="JSON list of {name, parameters, strict_parse_rate, ndcg@1_parsed, ndcg@1_strict} "
                         "(default: SWEEP_DIR/size_axis.json when present)")
+    p.add_argument("--baseline", action="append", metavar="FILE",
+                   help="a `listopd constrained` result to show as the constrained-decoding baseline; repeatable "
+                        "(default: SWEEP_DIR/baselines/*.json)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: SWEEP_DIR/report)")
 
 
@@ -30,6 +34,7 @@ def run(args) -> int:
 
     if not Path(args.sweep_dir).is_dir():
         raise ListopdError(f"sweep folder not found: {args.sweep_dir}")
-    report = build_report(args.sweep_dir, args.out, calibration=args.calibration, size_axis=args.size_axis)
+    report = build_report(args.sweep_dir, args.out, calibration=args.calibration, size_axis=args.size_axis,
+                          baselines=args.baseline)
     print(f"wrote {report}")
     return 0

@@ -8,25 +8,19 @@ from __future__ import annotations
 import argparse
 import json
 
+from listopd.commands.argtypes import positive_int
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", required=True, help="task file (.jsonl or .jsonl.gz)")
     parser.add_argument("--outputs", required=True, help="outputs file: one {\"id\", \"output\"} record per task")
-    parser.add_argument("--k", type=_positive_int, default=5,
+    parser.add_argument("--k", type=positive_int, default=5,
                         help="cutoff for NDCG@k and recall@k (default 5; a task with fewer candidates uses all)")
     parser.add_argument("--relevant", choices=("positive", "max"), default="positive",
                         help="relevant ids for recall/MRR: grade > 0 (default) or the task's top grade")
-    parser.add_argument("--n-boot", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

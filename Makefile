@@ -18,11 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Until the end-to-end demo exists, the main job is the simulator: the cliff on one position, three clips.
+# The main job: data → tokenizer → SFT teacher and warm start → calibration (λ*) → ListOPD below and above λ*
+# → evaluation → report, on the embedded synthetic catalogue and the tiny presets (under 10 minutes here).
 demo: $(STAMP)
-	mkdir -p runs
-	$(BIN)/listopd simulate --p 0.999 --b 0.9 --c 2 3 5 --lambdas 1:1.5:0.025 --steps 20000 \
-		--out runs/simulate.json --plot runs/simulate.png
+	$(BIN)/listopd demo --out runs/demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

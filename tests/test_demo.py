@@ -23,6 +23,10 @@ def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert f"{lam_star:.3f}" in report and report.count("| ListOPD λ=") == 2
     assert len(result["models"]) == 4
+    for row in result["models"].values():  # sampled (T = 1, fixed seed) and greedy test metrics
+        assert 0 <= row["strict_parse_rate"] <= 1 and 0 <= row["greedy"]["strict_parse_rate"] <= 1
+    assert json.loads((out / "opd_below" / "config.json").read_text())["estimator"] == "expected"
+    assert "strict parse (greedy)" in report
 
     capsys.readouterr()
     again = run_demo(cfg)  # every stage is done: nothing is retrained

@@ -97,16 +97,22 @@ def tmp_identity(run: Path) -> set[tuple[str, int]]:
     return out
 
 
-def run_with_kills(cmd: list[str], run: Path, plan: list[tuple[str, float]], log: Path) -> list[dict]:
-    """Run `cmd`, killing it per `plan` entries: ("time", s) s seconds after start, or ("tmp", n) the moment
-    a checkpoint of step >= n is being written (a `.tmp-step-*` folder this process made appears); then once
+def run_with_kills(cmd: list[str], run: Path, plan: list[tuple[str, float]], log: Path,
+                   duration: float) -> list[dict]:
+    """Run `cmd`, killing it per `plan` entries: ("time", f) after the fraction f of the time this attempt
+    still needs (the uninterrupted `duration` scaled by the steps left after the last checkpoint, so that a
+    resumed attempt, which has less to do, is still killed while it runs), or ("tmp", n) the moment a
+    checkpoint of step >= n is being written (a `.tmp-step-*` folder this process made appears); then once
     more to completion. Returns one record per planned kill."""
     record = []
     for kind, arg in plan:
         before = tmp_identity(run)  # torn folders of earlier kills do not count
+        resume = check_after_kill(run) or 0
         proc = start(cmd, log)
         t0 = time.monotonic()
         if kind == "time":
+            startup = min(2.0, 0.3 * duration)  # interpreter and model loading, paid by every attempt
+            arg = startup + arg * (duration - startup) * (STEPS - resume) / STEPS
             while proc.poll() is None and time.monotonic() - t0 < arg:
                 time.sleep(0.005)
         else:
@@ -133,9 +139,9 @@ def test_sigkill_anywhere_then_restart_equals_uninterrupted(world, tmp_path, tra
     duration = time.monotonic() - t0
 
     rng = random.Random(20261128 + (trainer == "opd"))
-    plan = [("tmp", 2), ("time", rng.uniform(0.3, duration)), ("tmp", 4), ("time", rng.uniform(0.3, duration)),
-            ("tmp", 8), ("time", rng.uniform(0.5 * duration, 1.1 * duration))]
-    record = run_with_kills(command(trainer, world, run), run, plan, tmp_path / "run.log")
+    plan = [("tmp", 2), ("time", rng.uniform(0.1, 0.9)), ("tmp", 4), ("time", rng.uniform(0.1, 0.9)),
+            ("tmp", 8), ("time", rng.uniform(0.5, 0.95))]
+    record = run_with_kills(command(trainer, world, run), run, plan, tmp_path / "run.log", duration)
     print(f"{trainer}: uninterrupted {duration:.1f} s; kills: {json.dumps(record)}")
 
     kills = [r for r in record if r["killed"]]

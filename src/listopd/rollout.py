@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import Cache, DynamicLayer
 
 
 @dataclass
@@ -42,12 +43,42 @@ class Rollout:
         return Rollout(self.input_ids[index, :end], self.attention_mask[index, :end], cm[:, :t],
                        self.sampler_logprobs[index, :t], self.prompt_len, self.ended[index])
 
-    def row(self, i: int) -> "Rollout":
-        """Row `i` alone, without its prompt's left padding (the completion keeps the batch's width)."""
-        pad = int((self.attention_mask[i, :self.prompt_len] == 0).sum())
-        keep = slice(i, i + 1)
-        return Rollout(self.input_ids[keep, pad:], self.attention_mask[keep, pad:], self.completion_mask[keep],
-                       self.sampler_logprobs[keep], self.prompt_len - pad, self.ended[keep])
+
+class PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer that returns, like transformers' DynamicLayer, the keys and values of every position
+    so far, from storage allocated once for `max_len` positions and written in place: no copy of the whole
+    cache per generated token, and attention over the filled positions only (a static cache attends over all
+    `max_len`). Decoding 64 tokens for 8 prompts of ~300 tokens took 12–16% less CPU time than with the
+    default cache (tiny presets, fp32; 4–7% under bf16 autocast)."""
+
+    def __init__(self, max_len: int):
+        super().__init__()
+        self.max_len, self.length = max_len, 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            b, h = key_states.shape[:2]
+            self.key_store = key_states.new_empty((b, h, self.max_len, key_states.shape[-1]))
+            self.value_store = value_states.new_empty((b, h, self.max_len, value_states.shape[-1]))
+        end = self.length + key_states.shape[-2]
+        self.key_store[:, :, self.length:end] = key_states
+        self.value_store[:, :, self.length:end] = value_states
+        self.length = end
+        self.keys, self.values = self.key_store[:, :, :end], self.value_store[:, :, :end]
+        return self.keys, self.values
+
+
+def preallocated_cache(model, max_len: int) -> Cache | None:
+    """A cache of PreallocatedLayer for a model whose layers all use full attention; None (the model's own
+    cache) for sliding-window or linear-attention layers, or a wrapper without a config."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    text = config.get_text_config(decoder=True)
+    if any(kind != "full_attention" for kind in getattr(text, "layer_types", None) or ()):
+        return None
+    return Cache(layers=[PreallocatedLayer(max_len) for _ in range(text.num_hidden_layers)])
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,16 +142,12 @@ def sample(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: int,
     ids, mask = left_pad(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
     b, p = ids.shape
-    # The whole attention mask and a static KV cache are allocated once: each step writes one position in
-    # place, where a growing cache would copy all of itself every step (a third of the decode time of the
-    # tiny models). The prompt pass keeps only the last position's logits.
+    # The attention mask and the KV cache are allocated once for the whole completion and written in place
+    # (transformers' default cache copies all of itself at every step); the prompt pass keeps only the last
+    # position's logits.
     full_mask = torch.zeros((b, p + max_new_tokens), dtype=mask.dtype, device=device)
     full_mask[:, :p] = mask
-    cache = None  # a wrapper without a config gets the model's default (growing) cache
-    if hasattr(model, "config"):
-        from transformers import StaticCache
-
-        cache = StaticCache(config=model.config, max_cache_len=p + max_new_tokens)
+    cache = preallocated_cache(model, p + max_new_tokens)
     out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), cache=cache, use_cache=True,
                 logits_to_keep=1)
     cache, logits = out.cache, out.logits[:, -1]
@@ -174,17 +201,7 @@ def completion_logprobs(model, rollout: Rollout, *, with_entropy: bool = False):
     materialised ([B, T, V] logits exist for this micro-batch only), and the gather is
     logit[y] − logsumexp(logits). With `with_entropy` also returns the per-token entropy (no grad).
     Gradients flow when the caller has them enabled.
-
-    On the CPU each row is its own forward pass, without its left padding: no compute on pads and
-    activations that stay in cache made frozen scoring 15–27% faster than one padded batch (8 prompts of
-    ~300 tokens, tiny and small presets; benchmarks/opd_step.py), with the same log-probs to 1e-6.
     """
-    if rollout.input_ids.device.type == "cpu" and len(rollout.input_ids) > 1:
-        parts = [completion_logprobs(model, rollout.row(i), with_entropy=with_entropy)
-                 for i in range(len(rollout.input_ids))]
-        if not with_entropy:
-            return torch.cat(parts)
-        return torch.cat([lp for lp, _ in parts]), torch.cat([e for _, e in parts])
     t = rollout.completion_mask.shape[1]
     ids, mask = rollout.input_ids, rollout.attention_mask
     # logits at positions P−1 … P+T−2 predict completion tokens 0 … T−1

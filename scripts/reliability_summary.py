@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ["tests/test_bad_inputs.py", "tests/test_faults.py", "tests/test_contract.py", "tests/test_tasks_fuzz.py",
-         "tests/test_tokenizer.py", "tests/test_kill.py"]
+         "tests/test_tokenizer.py", "tests/test_kill.py", "tests/test_real_disk.py"]
 
 
 def main() -> int:

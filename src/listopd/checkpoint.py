@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from listopd.errors import ListopdError
-from listopd.io import _fsync_directory
+from listopd.io import _fsync_directory, write_error
 
 _FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
 
@@ -100,9 +100,12 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_directory(str(root))
-    except OSError as e:
+    except Exception as e:
+        cause = write_error(e, tmp)
+        if cause is None:
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ListopdError(f"cannot write checkpoint {final}: {e.strerror or e}; the previous checkpoint "
+        raise ListopdError(f"cannot write checkpoint {final}: {cause.strerror or cause}; the previous checkpoint "
                            f"is intact") from e
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

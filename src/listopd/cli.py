@@ -2,7 +2,8 @@
 `add_arguments(parser)` and `run(args) -> int`; heavy imports (torch, transformers) happen inside `run`,
 so `listopd lambda-star` and `--help` stay fast.
 
-User errors (bad arguments, bad files, out-of-domain numbers) print one line on stderr and exit with 2.
+User errors (bad arguments, bad files, out-of-domain numbers) and file-system refusals (a read-only folder, a
+full disk) print one line on stderr and exit with 2.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except ListopdError as e:
         _close_progress_bars()
         sys.stderr.write(f"listopd {args.command}: error: {e}\n")
+        return 2
+    except OSError as e:  # the file system refused (read-only folder, permissions, full disk): say where
+        _close_progress_bars()
+        where = f": {e.filename}" if e.filename else ""
+        sys.stderr.write(f"listopd {args.command}: error: {e.strerror or e}{where}\n")
         return 2
     except KeyboardInterrupt:
         _close_progress_bars()

@@ -3,9 +3,12 @@ leaves either the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
 
 from listopd.errors import ListopdError
@@ -34,6 +37,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_error(e: Exception, path) -> OSError | None:
+    """The OSError behind a failed write by a serialiser, or None when `e` is not a write failure.
+
+    On a full disk safetensors raises SafetensorError ("… I/O error: No space left on device (os error 28)")
+    and torch.save a bare RuntimeError ("[enforce fail at inline_container.cc] unexpected pos …"); neither is
+    an OSError, and the second names no cause. Measured on a real full tmpfs (tests/test_real_disk.py)."""
+    if isinstance(e, OSError):
+        return e
+    text = str(e)
+    match = re.search(r"\(os error (\d+)\)", text)
+    if match:
+        code = int(match.group(1))
+        return OSError(code, os.strerror(code), os.fspath(path))
+    if isinstance(e, RuntimeError) and ("unexpected pos" in text or "inline_container" in text):
+        directory = os.path.dirname(os.path.abspath(path))
+        free = shutil.disk_usage(directory).free if os.path.isdir(directory) else None
+        if free is not None and free < 1 << 20:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
+        return OSError(errno.EIO, f"torch.save failed ({text.strip()}); {free} bytes free", os.fspath(path))
+    return None
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> int:

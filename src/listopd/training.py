@@ -183,9 +183,14 @@ def export_model(model, tokenizer, folder: Path) -> None:
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
-    except OSError as e:
+    except Exception as e:
+        from listopd.io import write_error
+
+        cause = write_error(e, tmp)
+        if cause is None:
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ListopdError(f"cannot write the final model to {folder}: {e.strerror or e}") from e
+        raise ListopdError(f"cannot write the final model to {folder}: {cause.strerror or cause}") from e
 
 
 def check_finite(step: int, **values: float) -> None:

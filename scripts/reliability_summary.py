@@ -1,6 +1,7 @@
 """Run the reliability tests and count, from their own output, what they tried.
 
-    .venv/bin/python scripts/reliability_summary.py            # ~6 minutes here (the kill tests are slow)
+    .venv/bin/python scripts/reliability_summary.py            # ~8 minutes here (the kill tests are slow)
+    .venv/bin/python scripts/reliability_summary.py --parse-only   # count again from runs/reliability.log
 
 Runs tests/test_bad_inputs.py, test_faults.py, the hypothesis fuzz tests (test_contract.py, test_tasks_fuzz.py,
 test_tokenizer.py) and the SIGKILL tests (test_kill.py, marked slow) in one pytest process with `-s` and
@@ -25,6 +26,8 @@ FILES = ["tests/test_bad_inputs.py", "tests/test_faults.py", "tests/test_contrac
 
 def main() -> int:
     log_path = ROOT / "runs" / "reliability.log"
+    if "--parse-only" in sys.argv:
+        return summarise(log_path.read_text(), log_path, 0)
     log_path.parent.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "pytest", *FILES, "-m", "slow or not slow", "-s", "-rA", "-p", "no:cacheprovider",
            "--hypothesis-show-statistics"]
@@ -32,9 +35,12 @@ def main() -> int:
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     log_path.write_text(log)
+    return summarise(log, log_path, proc.returncode)
 
+
+def summarise(log: str, log_path: Path, returncode: int) -> int:
     kills = []  # one record per planned kill, printed by the kill tests as JSON after "kills: "
-    for m in re.finditer(r"^(\w+): uninterrupted [\d.]+ s; kills: (\[.*\])$", log, re.M):
+    for m in re.finditer(r"^[.sxF]*(\w+): uninterrupted [\d.]+ s; kills: (\[.*\])$", log, re.M):
         kills += [(m.group(1), r) for r in json.loads(m.group(2))]
     landed = [k for k in kills if k[1].get("killed")]
     in_write = [k for k in landed if k[1].get("torn_by_this_kill") or k[1].get("what") == "inside a checkpoint write"]
@@ -50,7 +56,7 @@ def main() -> int:
     print(f"| fuzzing inputs run (hypothesis; failing) | {sum(a for a, _ in fuzz)} ({sum(b for _, b in fuzz)}) |")
     print(f"| reliability tests passed / failed | {passed} / {failed} |")
     print(f"\nfull log: {log_path.relative_to(ROOT)}")
-    return proc.returncode
+    return returncode
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ class OPDConfig:
         require(self.steps >= 1, f"steps must be ≥ 1; got {self.steps}")
         require(self.batch_size >= 1 and self.micro_batch_size >= 1, "batch sizes must be ≥ 1")
         require(self.ppo_epochs >= 1, f"ppo_epochs must be ≥ 1; got {self.ppo_epochs}")
-        require(self.estimator in ESTIMATORS, f"estimator must be one of {', '.join(ESTIMATORS)}; got {self.estimator!r}")
+        require(self.estimator in ESTIMATORS,
+                f"estimator must be one of {', '.join(ESTIMATORS)}; got {self.estimator!r}")
         require(self.estimator == "sampled" or (self.ppo_epochs == 1 and self.clip_mode != "truncated_is"),
                 "estimator expected needs ppo_epochs 1 and a clip_mode other than truncated_is (it sums over "
                 "the vocabulary under the current student, so there is no sampler mismatch to correct)")
@@ -312,8 +313,9 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
                             table = completion_logprob_table(student, m)
                         with torch.no_grad():
                             entropy = -(table.exp() * table).sum(-1) * m.completion_mask
-                        out = listopd_expected_loss(table, lp_teacher[j], lp_base[j], m.completion_ids[:, :table.shape[1]],
-                                                    m.completion_mask, **loss_args)
+                        tokens = m.completion_ids[:, :table.shape[1]]
+                        out = listopd_expected_loss(table, lp_teacher[j], lp_base[j], tokens, m.completion_mask,
+                                                    **loss_args)
                     else:
                         with accelerator.autocast():
                             lp_new, entropy = completion_logprobs(student, m, with_entropy=True)

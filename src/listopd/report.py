@@ -697,7 +697,17 @@ def student_from_sweep(groups, preds) -> dict | None:
     rs = by_lam[lam]
     return {"name": f"ListOPD student, λ = {lam:g} ({group_title(*key)}, mean of {len(rs)} seeds, from the sweep)",
             "parameters": None, "strict_parse_rate": scored[lam],
-            "ndcg@1_parsed": mean(r.ndcg_parsed for r in rs), "ndcg@1_strict": mean(r.ndcg_strict for r in rs)}
+            "ndcg@1_parsed": mean(r.ndcg_parsed for r in rs), "ndcg@1_strict": mean(r.ndcg_strict for r in rs),
+            "decoding": _validation_decoding(rs)}
+
+
+def _validation_decoding(runs) -> str:
+    """How the runs' validation decoded (OPDConfig.eval_temperature: 0 greedy, else one sample at T)."""
+    temps = {float((r.config or {}).get("eval_temperature") or 0.0) for r in runs}
+    if len(temps) != 1:
+        return "mixed"
+    (t,) = temps
+    return "greedy" if t == 0 else f"T = {t:g}"
 
 
 def fmt_parameters(n) -> str:
@@ -1092,7 +1102,8 @@ def section_baselines(inp: Inputs, groups, preds) -> list[str]:
     rows = []
     student = student_from_sweep(groups, preds)
     if student is not None:
-        rows.append([fmt_value(student["name"]), "unconstrained, greedy", "sweep validation",
+        decoding = f"unconstrained, {student.get('decoding', 'greedy')}"
+        rows.append([fmt_value(student["name"]), decoding, "sweep validation",
                      fmt(_number(student["strict_parse_rate"])), fmt(_number(student["ndcg@1_parsed"])),
                      fmt(_number(student["ndcg@1_strict"])), "—"])
     notes = []

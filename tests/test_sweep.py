@@ -252,3 +252,26 @@ def test_onset_table_and_result_files(tmp_path):
     assert {k: (o.lam, o.lower) for k, o in table.items()} == {
         (2.0, 10, 0): (1.2, 1.1), (2.0, 10, 1): (1.3, 1.2), (5.0, 10, 0): (None, None), (5.0, 10, 1): (1.1, None)}
     assert grid_step([1.1, 1.2, 1.25, 1.3, 1.35]) == pytest.approx(0.05)
+
+
+def test_rerun_with_a_calibration_file_skips_and_resumes(world, tmp_path, capsys):  # noqa: F811
+    """With `calibration:` in base, a run folder records what the cliff check read from the file; a re-run
+    must still see the same config (it once refused: the file's p and b were stored over cliff_p/cliff_b),
+    also for run folders written in that older layout."""
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"version": 1, "p": 0.999, "b": 0.9}))
+    base = {**tiny_base(world), "calibration": str(calibration)}
+    path = write_sweep(tmp_path, base, {"reward_scale": [1.0, 1.5], "seed": [0], "steps": 1})
+    assert main(["sweep", path, "--quiet"]) == 0
+    sweep = load_sweep(path)
+    stored = json.loads((sweep.run_dir(sweep.runs[0]) / "config.json").read_text())
+    assert stored["cliff_p"] is None and stored["cliff_check"]["cliff_p"] == 0.999
+    capsys.readouterr()
+    assert main(["sweep", path, "--quiet"]) == 0
+    assert capsys.readouterr().out.count("skipped (result exists)") == 2
+
+    old_layout = {**stored, "cliff_p": 0.999, "cliff_b": 0.9}  # how earlier versions wrote config.json
+    old_layout.pop("cliff_check")
+    (sweep.run_dir(sweep.runs[0]) / "config.json").write_text(json.dumps(old_layout))
+    sweep.result_path(sweep.runs[0]).unlink()  # and the run has to be looked at again
+    assert main(["sweep", path, "--quiet"]) == 0

@@ -358,7 +358,8 @@ def test_allow_above_cliff_starts(world, tmp_path, source, calibration):  # noqa
     assert summary["steps"] == 1 and summary["stop_reason"] == "steps"
     assert summary["lambda_star"] == pytest.approx(_lambda_star())
     config = json.loads((out / "config.json").read_text())
-    assert config["lambda_star"] == pytest.approx(_lambda_star()) and config["allow_above_cliff"] is True
+    assert config["cliff_check"]["lambda_star"] == pytest.approx(_lambda_star()) and config["allow_above_cliff"] is True
+    assert config["cliff_p"] == extra.get("cliff_p") and config["calibration"] == extra.get("calibration")
     assert (out / "final" / "model.safetensors").is_file()
 
 

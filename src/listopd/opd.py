@@ -248,7 +248,9 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     is_main = accelerator.is_main_process
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", {**dataclasses.asdict(cfg), **cliff})
+        # the options as configured; what the cliff check derived from them (p, b from a calibration file,
+        # λ*) under a key of its own, so a re-run compares the same options
+        atomic_write_json(run_dir / "config.json", {**dataclasses.asdict(cfg), "cliff_check": cliff})
     log = MetricsLog(run_dir, resume_step=start_step, enabled=is_main)
 
     def save(step: int) -> None:

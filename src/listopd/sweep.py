@@ -280,7 +280,11 @@ def run_status(sweep: Sweep, run: Run) -> tuple[str, int]:
 
 def _config_differences(stored: dict, cfg: OPDConfig) -> list[str]:
     planned = dataclasses.asdict(cfg)
-    return sorted(k for k in planned if k in stored and stored[k] != planned[k])
+    # Run folders written before the cliff check got its own key in config.json hold the (p, b) it read from
+    # the calibration file in cliff_p / cliff_b; with a calibration file configured those are derived, not
+    # options (the file's path is compared).
+    derived = ("cliff_p", "cliff_b") if cfg.calibration else ()
+    return sorted(k for k in planned if k in stored and stored[k] != planned[k] and k not in derived)
 
 
 def check_existing(sweep: Sweep, run: Run) -> None:

@@ -52,7 +52,7 @@ def main() -> None:
         batch = tasks[b * args.batch_size:(b + 1) * args.batch_size]
         roll = sample(student, [encode_prompt(t, tok) for t in batch], max_new_tokens=64, eos_id=tok.eos_token_id,
                       pad_id=tok.pad_token_id, generator=generator).rows(slice(None))
-        tokens, mask = roll.completion_ids[:, :roll.completion_mask.shape[1]], roll.completion_mask
+        tokens, mask = roll.completion_ids, roll.completion_mask
         with torch.no_grad():
             teacher_table = completion_logprob_table(teacher, roll)
             base_table = completion_logprob_table(student, roll)  # the warm start is the base at step 0

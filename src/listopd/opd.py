@@ -269,15 +269,13 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
         return headline(evaluate(accelerator.unwrap_model(student), tokenizer, val,
                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.eval_temperature))
 
-    def score_under(model, roll):
+    def score_under(model, roll, scorer=completion_logprobs):
         with torch.no_grad(), accelerator.autocast():
-            return completion_logprobs(model, roll)
-
-    def score_table_under(model, roll):
-        with torch.no_grad(), accelerator.autocast():
-            return completion_logprob_table(model, roll)
+            return scorer(model, roll)
 
     expected = cfg.estimator == "expected"
+    # teacher and base: the sampled tokens' log-probs, or whole log-prob tables for the expected estimator
+    frozen_scorer = completion_logprob_table if expected else completion_logprobs
 
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"opd λ={cfg.reward_scale:g}",
                disable=quiet or not is_main, dynamic_ncols=True)
@@ -292,9 +290,8 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
         rollout = rollout.rows(slice(None))  # trim to the longest completion
         micro = [rollout.rows(slice(i, i + cfg.micro_batch_size))
                  for i in range(0, len(rows), cfg.micro_batch_size)]
-        score = score_table_under if expected else score_under
-        lp_teacher = [score(teacher, m) for m in micro]
-        lp_base = [score(base, m) if base is not None else torch.zeros_like(lp_teacher[j])
+        lp_teacher = [score_under(teacher, m, frozen_scorer) for m in micro]
+        lp_base = [score_under(base, m, frozen_scorer) if base is not None else torch.zeros_like(lp_teacher[j])
                    for j, m in enumerate(micro)]
         lp_old = [score_under(accelerator.unwrap_model(student), m) for m in micro] if cfg.ppo_epochs > 1 else None
         n_local = float(rollout.completion_mask.sum())
@@ -315,9 +312,8 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
                             table = completion_logprob_table(student, m)
                         with torch.no_grad():
                             entropy = -(table.exp() * table).sum(-1) * m.completion_mask
-                        tokens = m.completion_ids[:, :table.shape[1]]
-                        out = listopd_expected_loss(table, lp_teacher[j], lp_base[j], tokens, m.completion_mask,
-                                                    **loss_args)
+                        out = listopd_expected_loss(table, lp_teacher[j], lp_base[j], m.completion_ids,
+                                                    m.completion_mask, **loss_args)
                     else:
                         with accelerator.autocast():
                             lp_new, entropy = completion_logprobs(student, m, with_entropy=True)

@@ -194,6 +194,17 @@ def sample(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: int,
                    p, ended)
 
 
+def completion_logits(model, rollout: Rollout) -> torch.Tensor:
+    """Float logits [B, T, V] at the completion positions, teacher-forced in one forward pass that computes
+    the logits of those positions only (`logits_to_keep`)."""
+    t = rollout.completion_mask.shape[1]
+    ids, mask = rollout.input_ids, rollout.attention_mask
+    # logits at positions P−1 … P+T−2 predict completion tokens 0 … T−1
+    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids(mask)[:, :-1],
+                use_cache=False, logits_to_keep=t)
+    return out.logits[:, -t:].float()
+
+
 def completion_logprobs(model, rollout: Rollout, *, with_entropy: bool = False):
     """Log-probs [B, T] of the completion tokens under `model`, teacher-forced in one forward pass.
 
@@ -202,13 +213,9 @@ def completion_logprobs(model, rollout: Rollout, *, with_entropy: bool = False):
     logit[y] − logsumexp(logits). With `with_entropy` also returns the per-token entropy (no grad).
     Gradients flow when the caller has them enabled.
     """
-    t = rollout.completion_mask.shape[1]
-    ids, mask = rollout.input_ids, rollout.attention_mask
-    # logits at positions P−1 … P+T−2 predict completion tokens 0 … T−1
-    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids(mask)[:, :-1],
-                use_cache=False, logits_to_keep=t)
-    logits = out.logits[:, -t:].float()
-    targets = ids[:, rollout.prompt_len:rollout.prompt_len + t]
+    logits = completion_logits(model, rollout)
+    t = logits.shape[1]
+    targets = rollout.input_ids[:, rollout.prompt_len:rollout.prompt_len + t]
     vocab = logits.shape[-1]
     if int(targets.max()) >= vocab:
         raise ValueError(f"token id {int(targets.max())} outside the model's {vocab} logits")
@@ -227,8 +234,4 @@ def completion_logprob_table(model, rollout: Rollout) -> torch.Tensor:
     """Log-probs of every vocabulary entry at every completion position, [B, T, V] (the whole
     distribution, where `completion_logprobs` keeps only the sampled token's). Needed by the expected
     estimator of listopd.loss; gradients flow when the caller has them enabled."""
-    t = rollout.completion_mask.shape[1]
-    ids, mask = rollout.input_ids, rollout.attention_mask
-    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids(mask)[:, :-1],
-                use_cache=False, logits_to_keep=t)
-    return torch.log_softmax(out.logits[:, -t:].float(), dim=-1)
+    return torch.log_softmax(completion_logits(model, rollout), dim=-1)

@@ -152,12 +152,10 @@ def evaluate(model, tokenizer, tasks, *, max_new_tokens: int, batch_size: int = 
     and 44% of the time when sampled)."""
     from listopd.metrics import score
 
-    if temperature > 0:
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(EVAL_SEED)
-        outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   greedy=False, generator=generator, temperature=temperature)
-    else:
-        outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    sampled = temperature > 0
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(EVAL_SEED) if sampled else None
+    outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               greedy=not sampled, generator=generator, temperature=temperature if sampled else 1.0)
     return score(tasks, outputs, n_boot=n_boot)
 
 

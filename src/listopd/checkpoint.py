@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from listopd.errors import ListopdError
-from listopd.io import _fsync_directory, write_error
+from listopd.io import _fsync_directory, refused_write
 
 _FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
 
@@ -82,7 +82,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
     root = Path(run_dir) / "checkpoints"
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}"
-    try:
+    with refused_write(tmp, f"checkpoint {final}", note="; the previous checkpoint is intact"):
         root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -100,13 +100,6 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_directory(str(root))
-    except Exception as e:
-        cause = write_error(e, tmp)
-        if cause is None:
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ListopdError(f"cannot write checkpoint {final}: {cause.strerror or cause}; the previous checkpoint "
-                           f"is intact") from e
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

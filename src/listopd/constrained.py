@@ -199,22 +199,19 @@ def decode(model, tokenizer, tasks, decoding: str, *, engine: SchemaEngine | Non
     import torch
 
     from listopd.rollout import sample
-    from listopd.training import decode_completions, encode_prompt
+    from listopd.training import decode_completions, prompt_batches
 
     if decoding not in DECODINGS:
         raise ValueError(f"unknown decoding {decoding!r}")
     device = next(model.parameters()).device
-    encoded = [encode_prompt(t, tokenizer) for t in tasks]
-    order = sorted(range(len(tasks)), key=lambda i: len(encoded[i]))
     generator = None if greedy else torch.Generator(device=device).manual_seed(seed)
     outputs, tokens, seconds, mask_seconds, truncated = {}, 0, 0.0, 0.0, 0
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows, prompts in prompt_batches(tasks, tokenizer, batch_size):
         batch = [tasks[i] for i in rows]
         hook = (engine.hook(batch) if decoding == "json-schema" else
                 ContractHook(vocab, batch) if decoding == "contract" else None)
         t0 = time.perf_counter()
-        rollout = sample(model, [encoded[i] for i in rows], max_new_tokens=max_new_tokens,
+        rollout = sample(model, prompts, max_new_tokens=max_new_tokens,
                          eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, greedy=greedy,
                          temperature=temperature, generator=generator, logits_hook=hook)
         seconds += time.perf_counter() - t0

@@ -3,6 +3,7 @@ leaves either the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -59,6 +60,24 @@ def write_error(e: Exception, path) -> OSError | None:
             return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
         return OSError(errno.EIO, f"torch.save failed ({text.strip()}); {free} bytes free", os.fspath(path))
     return None
+
+
+@contextlib.contextmanager
+def refused_write(tmp, what: str, *, note: str = ""):
+    """Inside the block a serialiser writes into the temporary `tmp` (a file or folder). A failed write
+    becomes one ListopdError naming `what` and the cause (see write_error), `tmp` is removed, and whatever was
+    there before is left as it was; any other exception passes through unchanged."""
+    try:
+        yield
+    except Exception as e:
+        cause = write_error(e, tmp)
+        if cause is None:
+            raise
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.unlink(tmp)
+        raise ListopdError(f"cannot write {what}: {cause.strerror or cause}{note}") from e
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> int:

@@ -555,6 +555,15 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
+def _label_rate_panel(ax, key: tuple[float, int], ylabel: str) -> None:
+    """Axes of a panel that plots a rate in [0, 1] against λ for one (c, budget) group."""
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("λ (reward scale)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(group_title(*key), fontsize=10)
+    ax.grid(alpha=0.3)
+
+
 def plot_parse_rate(groups, preds, rule: OnsetRule, path: Path) -> None:
     fig, panels = _panel_grid(groups, "Strict parse rate (validation) against λ, one line per seed")
     for key, ax in panels.items():
@@ -566,11 +575,7 @@ def plot_parse_rate(groups, preds, rule: OnsetRule, path: Path) -> None:
             ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=color, ms=4, lw=1.3, label=f"seed {seed}")
         ax.axhline(rule.threshold, color="gray", ls="-.", lw=1, label=f"onset threshold {rule.threshold:g}")
         _draw_prediction(ax, preds[key[0]], _xlim(ax, grid))
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("λ (reward scale)")
-        ax.set_ylabel("strict parse rate")
-        ax.set_title(group_title(*key), fontsize=10)
-        ax.grid(alpha=0.3)
+        _label_rate_panel(ax, key, "strict parse rate")
         _legend_below(ax)
     _save(fig, path)
 
@@ -598,11 +603,7 @@ def plot_ndcg(groups, preds, path: Path) -> None:
         labels += [f"seed {s}" for s in colors]
         handles += [Line2D([], [], color="k", marker="o", lw=1.3), Line2D([], [], color="k", marker="x", ls="--")]
         labels += ["NDCG@1, parsed outputs only", "NDCG@1 strict (invalid = 0)"]
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("λ (reward scale)")
-        ax.set_ylabel("NDCG@1")
-        ax.set_title(group_title(*key), fontsize=10)
-        ax.grid(alpha=0.3)
+        _label_rate_panel(ax, key, "NDCG@1")
         _legend_below(ax, handles, labels)
     _save(fig, path)
 

@@ -120,18 +120,25 @@ def decode_completions(tokenizer, rollout) -> list[str]:
 
 
 @torch.no_grad()
+def prompt_batches(tasks, tokenizer, batch_size: int):
+    """Yield (row indices into `tasks`, their encoded prompts) in batches of similar prompt length, so that
+    left padding stays short."""
+    encoded = [encode_prompt(t, tokenizer) for t in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: len(encoded[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        yield rows, [encoded[i] for i in rows]
+
+
 def generate_outputs(model, tokenizer, tasks, *, max_new_tokens: int, batch_size: int = 16,
                      greedy: bool = True, generator: torch.Generator | None = None,
                      temperature: float = 1.0) -> dict[str, str]:
     """Task id -> decoded completion (greedy by default), in batches sorted by prompt length."""
     from listopd.rollout import sample
 
-    encoded = [encode_prompt(t, tokenizer) for t in tasks]
-    order = sorted(range(len(tasks)), key=lambda i: len(encoded[i]))
     outputs = {}
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        rollout = sample(model, [encoded[i] for i in rows], max_new_tokens=max_new_tokens,
+    for rows, prompts in prompt_batches(tasks, tokenizer, batch_size):
+        rollout = sample(model, prompts, max_new_tokens=max_new_tokens,
                          eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, greedy=greedy,
                          generator=generator, temperature=temperature)
         for i, text in zip(rows, decode_completions(tokenizer, rollout)):
@@ -170,10 +177,12 @@ def export_model(model, tokenizer, folder: Path) -> None:
     """save_pretrained into a temporary folder, then rename: the final model appears whole or not at all."""
     import shutil
 
+    from listopd.io import refused_write
+
     folder = Path(folder)
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with refused_write(tmp, f"the final model to {folder}"):
         if hasattr(model, "merge_and_unload"):  # LoRA: export plain merged weights
             model = model.merge_and_unload()
         model.save_pretrained(str(tmp))
@@ -181,14 +190,6 @@ def export_model(model, tokenizer, folder: Path) -> None:
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
-    except Exception as e:
-        from listopd.io import write_error
-
-        cause = write_error(e, tmp)
-        if cause is None:
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ListopdError(f"cannot write the final model to {folder}: {cause.strerror or cause}") from e
 
 
 def check_finite(step: int, **values: float) -> None:

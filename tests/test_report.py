@@ -217,7 +217,7 @@ def test_plan_and_locked_onset_rule(sweep):
     assert "seed 0: 1.3, seed 1: 1.3, seed 2: undetermined (no result at λ = 1.5)" in text
     assert "3 (λ, seed) cells have no result: λ 1.5 seed 0, λ 1.5 seed 1, λ 1.5 seed 2" in text
     # the locked form is the base-neutral one: it is the tested prediction, with its own interval
-    assert "the predicted λ*(p,c) is 1.2199 (95% interval 1.210–1.229)" in text
+    assert "the predicted λ*(p,c) is 1.2199 (95% interval [1.210, 1.229])" in text
     assert "which lies below it" in text  # the bracket union is [1.25, 1.3]
 
 
@@ -256,3 +256,22 @@ def test_report_reads_what_sweep_and_prereg_write(tmp_path):
     assert "before the first run started" in text and "(from prereg.json)" in text
     assert "No NDCG@1 values in the results." in text
     assert "cells have no result" not in text
+
+
+def test_onsets_name_each_seeds_own_grid_and_narrow_intervals_keep_their_width():
+    from listopd.report import OnsetRule, Run, ci_text, group_onsets, onset_text
+
+    def run(lam, seed, parse):
+        return Run(name=f"{lam}_{seed}", lam=lam, c=5.0, budget=60, seed=seed, parse=parse, ndcg_parsed=None,
+                   ndcg_strict=None, config={}, summary={})
+
+    # seed 0 runs a coarse extension to λ = 10 and collapses there; seed 1 stops at λ = 2.5 without an onset
+    runs = [run(1.0, 0, 0.5), run(2.5, 0, 0.5), run(10.0, 0, 0.1), run(1.0, 1, 0.5), run(2.5, 1, 0.48)]
+    plan = [{"reward_scale": r.lam, "seed": r.seed} for r in runs]  # what the sweep planned for each seed
+    info = group_onsets(runs, plan, OnsetRule(0.15, 0.15, "test"))
+    assert info.per_seed[0].lam == 10.0
+    assert info.per_seed[1].lam is None and info.per_seed[1].complete
+    assert info.last_at == {0: 10.0, 1: 2.5}
+    assert onset_text(info.per_seed[1], info.missing_at[1], info.last_at[1]) == "none up to λ = 2.5"
+    assert ci_text((1.6686, 1.6694)) == "[1.6686, 1.6694]"  # three decimals would print [1.669, 1.669]
+    assert ci_text((1.210, 1.229)) == "[1.210, 1.229]"

@@ -382,6 +382,7 @@ class GroupOnsets:
     per_seed: dict  # seed → listopd.sweep.Onset (lam None: no collapse, or undetermined when not complete)
     grid: list[float]
     missing_at: dict = field(default_factory=dict)  # seed → the first grid λ without a result
+    last_at: dict = field(default_factory=dict)  # seed → the largest λ of that seed's grid (seeds may differ)
 
     @property
     def found(self) -> list[float]:
@@ -417,20 +418,21 @@ def group_onsets(runs: list[Run], planned: list[dict], rule: OnsetRule) -> Group
         cells = set(rate) | {(round(float(pt["reward_scale"]), 9), int(pt["seed"])) for pt in planned}
     else:  # no plan: every seed is expected at every λ of the group
         cells = {(lam, seed) for lam in grid for seed in seeds}
-    per_seed, missing_at = {}, {}
+    per_seed, missing_at, last_at = {}, {}, {}
     for seed in seeds:
         lams = [lam for lam in grid if (lam, seed) in cells]
         rates = [rate.get((lam, seed)) for lam in lams]
         per_seed[seed] = find_onset(lams, rates, rule.threshold, rule.drop)
         missing_at[seed] = next((lam for lam, r in zip(lams, rates) if r is None), None)
-    return GroupOnsets(per_seed, grid, missing_at)
+        last_at[seed] = lams[-1] if lams else None
+    return GroupOnsets(per_seed, grid, missing_at, last_at)
 
 
-def onset_text(o, missing_at: float | None = None) -> str:
+def onset_text(o, missing_at: float | None = None, last_at: float | None = None) -> str:
     if o.lam is not None:
         return fmt_lam(o.lam)
     if o.complete:
-        return "none on the grid"
+        return f"none up to λ = {fmt_lam(last_at)}" if last_at is not None else "none on the grid"
     return "undetermined" + (f" (no result at λ = {fmt_lam(missing_at)})" if missing_at is not None else "")
 
 
@@ -446,6 +448,12 @@ def fmt(x, digits: int = 3) -> str:
     if isinstance(x, float):
         return f"{x:.{digits}f}"
     return str(x)
+
+
+def ci_text(ci: tuple[float, float]) -> str:
+    """[lo, hi] with 3 decimals, or 4 when 3 would print a narrow interval as a single number."""
+    digits = 3 if ci[1] - ci[0] >= 0.005 else 4
+    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
 def fmt_lam(x) -> str:
@@ -527,8 +535,20 @@ def _seed_colors(runs: list[Run]) -> dict[int, str]:
 
 
 def _xlim(ax, grid: list[float]) -> tuple[float, float]:
-    span = (grid[-1] - grid[0]) or 0.1
-    lo, hi = grid[0] - 0.04 * span, grid[-1] + 0.04 * span
+    """The λ axis for `grid`: linear, or logarithmic when the grid spans more than a factor of 4 (a fine grid
+    near λ* beside a coarse one out to λ = 10 stays readable)."""
+    if grid[0] > 0 and grid[-1] / grid[0] > 4:
+        from matplotlib.ticker import FuncFormatter
+
+        lo, hi = grid[0] / 1.06, grid[-1] * 1.06
+        ax.set_xscale("log")
+        ax.set_xticks(grid, minor=False)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+        ax.tick_params(axis="x", labelsize=7, labelrotation=90)
+    else:
+        span = (grid[-1] - grid[0]) or 0.1
+        lo, hi = grid[0] - 0.04 * span, grid[-1] + 0.04 * span
     ax.set_xlim(lo, hi)
     return lo, hi
 
@@ -542,8 +562,7 @@ def _draw_prediction(ax, pred: Prediction, xlim: tuple[float, float]) -> None:
         where = "" if lo <= lam <= hi else " (off the plotted range)"
         ax.axvline(lam, color="crimson", ls="--", lw=1.5, label=f"predicted {pred.label} = {lam:.3f}{where}")
     if pred.ci is not None:
-        ax.axvspan(pred.ci[0], pred.ci[1], color="crimson", alpha=0.12,
-                   label=f"95% bootstrap interval [{pred.ci[0]:.3f}, {pred.ci[1]:.3f}]")
+        ax.axvspan(pred.ci[0], pred.ci[1], color="crimson", alpha=0.12, label=f"95% bootstrap interval {ci_text(pred.ci)}")
     other, label = pred.other
     if other is not None and math.isfinite(other) and (lam is None or abs(other - lam) > 1e-3):
         ax.axvline(other, color="purple", ls=":", lw=1.2, label=f"{label} = {other:.3f} (not the tested form)")
@@ -626,7 +645,8 @@ def plot_onsets(groups, onsets, preds, rule: OnsetRule, path: Path) -> None:
             color = colors.get(seed, "gray")
             if found is None:
                 if o.complete:
-                    text, x, marker = f"no onset ≤ {info.grid[-1]:g}", info.grid[-1], ">"
+                    x = info.last_at.get(seed) or info.grid[-1]
+                    text, marker = f"no onset ≤ {x:g}", ">"
                 else:
                     x = info.missing_at.get(seed) or info.grid[-1]
                     text, marker = f"undetermined: no result at λ = {x:g}", "x"
@@ -840,7 +860,7 @@ def _prediction_phrase(pred: Prediction) -> str:
         return "no prediction is available"
     text = f"the predicted {pred.label} is {fmt_lam(round(pred.lambda_star, 4))}"
     if pred.ci is not None:
-        text += f" (95% interval {pred.ci[0]:.3f}–{pred.ci[1]:.3f})"
+        text += f" (95% interval {ci_text(pred.ci)})"
     return text
 
 
@@ -862,7 +882,7 @@ def _group_finding(key, runs, pred: Prediction, info: GroupOnsets, rule: OnsetRu
             text += " The prediction lies inside the grid, but no cliff was observed at this budget."
         return text + _ndcg_sentence(runs, grid[-1])
     earliest = min(info.found)
-    per_seed = ", ".join(f"seed {s}: {onset_text(o, info.missing_at.get(s))}" for s, o in info.per_seed.items())
+    per_seed = ", ".join(f"seed {s}: {onset_text(o, info.missing_at.get(s), info.last_at.get(s))}" for s, o in info.per_seed.items())
     text = (f"**{title}**: the strict parse rate first meets the onset rule ({rule.short()}) at "
             f"λ = {fmt_lam(earliest)} ({len(info.found)} of {n} seeds have an onset; {per_seed}).{note}")
     lo, hi = info.interval()
@@ -981,7 +1001,7 @@ def section_sweep_tables(groups, preds, onsets) -> list[str]:
                            "mean NDCG@1 strict"], rows) + [""]
         info = onsets[key]
         iv = info.interval()
-        onset_cells = ", ".join(f"seed {s}: {onset_text(o, info.missing_at.get(s))}"
+        onset_cells = ", ".join(f"seed {s}: {onset_text(o, info.missing_at.get(s), info.last_at.get(s))}"
                                 for s, o in info.per_seed.items())
         lines.append(f"Onsets: {onset_cells}.")
         if iv is not None:

@@ -13,4 +13,8 @@ cp sweep_tiny/prereg.json sweep_tiny/sweep.json sweep_tiny/size_axis.json "$D"/
 cp calib/calibration.json calib/calibration.png "$D"/
 "$ROOT"/.venv/bin/listopd prereg check "$CFG" --partial > "$D"/prereg_check.txt 2>&1 || true
 cp sweep_tiny/prereg_result.json "$D"/
+# the trained students' per-role mass (resumable: models already measured are kept in runs/exp/student_mass.json)
+"$ROOT"/.venv/bin/python "$ROOT"/scripts/trained_student_mass.py sweep_tiny --teacher teacher400 \
+    --warm-start warm300/final --tasks data/validation.jsonl --only '_c5_s[01]_T(60|120)' --out student_mass
+cp student_mass.json student_mass.png "$D"/
 cd "$ROOT" && .venv/bin/listopd report docs/experiments/tiny_pair

@@ -4,7 +4,7 @@ says a run converges to below λ*.
 
     cd runs/exp && ../../.venv/bin/python ../../scripts/trained_student_mass.py sweep_tiny \
         --teacher teacher400 --warm-start warm300/final --tasks data/validation.jsonl \
-        --only '_c5_s[01]_T(60|120)' --out ../../docs/experiments/tiny_pair/student_mass
+        --only '_c5_s[01]_T(60|120)' --out student_mass    # then copy student_mass.{json,png} (scripts/collect_experiment.sh does)
 
 Each model is measured exactly as `listopd calibrate` measures the warm start (listopd.calibrate.calibrate on
 the reference outputs of the tasks: the summed probability of the contract-keeping tokens at every position),

@@ -275,3 +275,25 @@ def test_onsets_name_each_seeds_own_grid_and_narrow_intervals_keep_their_width()
     assert onset_text(info.per_seed[1], info.missing_at[1], info.last_at[1]) == "none up to λ = 2.5"
     assert ci_text((1.6686, 1.6694)) == "[1.6686, 1.6694]"  # three decimals would print [1.669, 1.669]
     assert ci_text((1.210, 1.229)) == "[1.210, 1.229]"
+
+
+def test_onset_rule_from_the_command_line_only_without_a_locked_one(sweep, tmp_path):
+    # no locked rule: --onset-threshold decides. Parse rates fall to ~0.1 at the onsets; a threshold of 0.05
+    # finds none, the default 0.5 finds them
+    bare = tmp_path / "bare"
+    (bare / "results").mkdir(parents=True)
+    for lam in LAMBDAS:
+        for seed in SEEDS:
+            write_result(bare / "results", lam, seed)
+    assert main(["report", str(bare), "--onset-threshold", "0.05"]) == 0
+    text = (bare / "report" / "report.md").read_text()
+    assert "given on the command line" in text
+    assert "seed 0: none up to λ = 1.4" in text
+    # a drop of more than 0.3 below the grid point under it is an onset even above the threshold
+    assert main(["report", str(bare), "--onset-threshold", "0.05", "--onset-drop", "0.3"]) == 0
+    assert "seed 0: 1.3, seed 1: 1.3, seed 2: 1.25" in (bare / "report" / "report.md").read_text()
+    # a locked rule wins over the command line
+    assert main(["report", str(sweep), "--onset-threshold", "0.05"]) == 0
+    text = (sweep / "report" / "report.md").read_text()
+    assert "(from prereg.json)" in text and "given on the command line" not in text
+    assert main(["report", str(bare), "--onset-drop", "0.3"]) == 2

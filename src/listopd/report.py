@@ -1177,8 +1177,12 @@ def section_figures(scored, preds, onsets, rule: OnsetRule, out_dir: Path) -> li
 
 
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, calibration: str | None = None,
-                 size_axis: str | None = None, baselines: list[str] | None = None) -> Path:
-    """Write OUT/report.md and its figures; returns the report's path. Never fails on a missing input."""
+                 size_axis: str | None = None, baselines: list[str] | None = None,
+                 onset: tuple[float, float | None] | None = None) -> Path:
+    """Write OUT/report.md and its figures; returns the report's path. Never fails on a missing input.
+
+    `onset` = (threshold, drop or None) sets the onset rule of a sweep without a locked one (a locked rule in
+    prereg.json wins: a report cannot re-judge a pre-registered sweep by another rule)."""
     from listopd.io import atomic_write_text
 
     sweep_dir = Path(sweep_dir)
@@ -1188,6 +1192,8 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ca
         (out_dir / name).unlink(missing_ok=True)
     inp = gather(sweep_dir, calibration, size_axis, baselines)
     rule = onset_rule(inp.prereg, inp.prereg_result)
+    if onset is not None and rule.source.startswith("the report's default"):
+        rule = OnsetRule(onset[0], onset[1], "given on the command line (no locked rule in prereg.json)")
     groups = inp.sweep.groups()
     preds = {c: predict(c, inp.calibration, inp.prereg, inp.sweep.runs) for c in sorted({c for c, _ in groups})}
     scored = {key: [r for r in runs if r.parse is not None] for key, runs in groups.items()}

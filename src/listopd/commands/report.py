@@ -24,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a `listopd constrained` result to show as the constrained-decoding baseline; repeatable "
                         "(default: SWEEP_DIR/baselines/*.json)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: SWEEP_DIR/report)")
+    p.add_argument("--onset-threshold", type=float, metavar="RATE",
+                   help="onset rule of a sweep without a locked one: parse rate below RATE (a locked rule wins)")
+    p.add_argument("--onset-drop", type=float, metavar="DROP",
+                   help="…or lower than at the grid point below by more than DROP (with --onset-threshold)")
 
 
 def run(args) -> int:
@@ -34,7 +38,10 @@ def run(args) -> int:
 
     if not Path(args.sweep_dir).is_dir():
         raise ListopdError(f"sweep folder not found: {args.sweep_dir}")
+    if args.onset_drop is not None and args.onset_threshold is None:
+        raise ListopdError("--onset-drop needs --onset-threshold")
+    onset = (args.onset_threshold, args.onset_drop) if args.onset_threshold is not None else None
     report = build_report(args.sweep_dir, args.out, calibration=args.calibration, size_axis=args.size_axis,
-                          baselines=args.baseline)
+                          baselines=args.baseline, onset=onset)
     print(f"wrote {report}")
     return 0

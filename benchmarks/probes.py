@@ -4,9 +4,10 @@
     python benchmarks/probes.py compile    # torch.compile: decode-token and scoring forward, eager vs compiled,
                                            # compile seconds, and whether listopd.rollout.sample compiles
     python benchmarks/probes.py gqa        # SDPA with the padding mask: K/V repeated (transformers' path with a
-                                           # mask) vs enable_gqa, forward and forward+backward
+                                           # mask) vs enable_gqa, one layer and the whole model (scoring, update)
 
-Random-init Qwen3 presets at an 869-token vocabulary, prompts of 291–322 tokens, one thread (--threads).
+Random-init presets (listopd.models.build_model) at the benchmark's 869-token vocabulary, prompts of
+291–322 tokens, one thread (--threads).
 """
 
 from __future__ import annotations
@@ -18,32 +19,29 @@ import time
 import torch
 
 PROMPT_LENS = (291, 300, 310, 322, 295, 305, 299, 310)
-VOCAB = 869
 
 
-def qwen3(preset: str):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+def tokenizer():
+    """The benchmark's tokenizer: trained on the synthetic task text (869 tokens), as benchmarks/opd_step.py."""
+    from listopd.data.synth import make_synth_tasks
+    from listopd.tokenizer import task_texts, train_tokenizer
 
-    from listopd.models import get_preset
-
-    p = get_preset(preset)
-    cfg = Qwen3Config(vocab_size=VOCAB, hidden_size=p.hidden_size, num_hidden_layers=p.num_hidden_layers,
-                      num_attention_heads=p.num_attention_heads, num_key_value_heads=p.num_key_value_heads,
-                      head_dim=p.head_dim, intermediate_size=p.intermediate_size, tie_word_embeddings=True,
-                      max_position_embeddings=1024)
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    return Qwen3ForCausalLM(cfg).eval()
+    return train_tokenizer(task_texts(make_synth_tasks(n_users=400)), vocab_size=2048)
 
 
-def scoring_batch(new_tokens: int = 64):
+def qwen3(preset: str, tok):
+    """A random-init preset, as listopd builds it, in eval mode."""
+    from listopd.models import build_model
+
+    return build_model(preset, tok, seed=0).eval()
+
+
+def scoring_batch(vocab: int, new_tokens: int = 64):
     """Left-padded prompt + completion ids, the attention mask and position ids of a scoring forward."""
-    total = max(PROMPT_LENS) + new_tokens
-    ids = torch.randint(3, VOCAB, (len(PROMPT_LENS), total))
-    mask = torch.ones_like(ids)
-    for row, n in enumerate(PROMPT_LENS):
-        mask[row, :max(PROMPT_LENS) - n] = 0
-    return ids, mask, (mask.cumsum(1) - 1).clamp(min=0)
+    from listopd.rollout import left_pad, position_ids
+
+    ids, mask = left_pad([torch.randint(3, vocab, (n + new_tokens,)).tolist() for n in PROMPT_LENS], pad_id=0)
+    return ids, mask, position_ids(mask)
 
 
 def median_ms(fn, repeats: int = 5) -> float:
@@ -59,8 +57,9 @@ def median_ms(fn, repeats: int = 5) -> float:
 def probe_profile(args) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    model = qwen3("small-teacher").to(torch.bfloat16)
-    ids, mask, pos = scoring_batch()
+    tok = tokenizer()
+    model = qwen3("small-teacher", tok).to(torch.bfloat16)
+    ids, mask, pos = scoring_batch(len(tok))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         def forward():
             model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=64)
@@ -73,8 +72,9 @@ def probe_profile(args) -> None:
 def probe_compile(args) -> None:
     from listopd.rollout import sample
 
-    student, teacher = qwen3("tiny-student"), qwen3("tiny-teacher")
-    ids, mask, pos = scoring_batch()
+    tok = tokenizer()
+    student, teacher = qwen3("tiny-student", tok), qwen3("tiny-teacher", tok)
+    ids, mask, pos = scoring_batch(len(tok))
     one_token = ids[:, :1]
     with torch.no_grad():
         def score(m):
@@ -91,7 +91,7 @@ def probe_compile(args) -> None:
             fast = median_ms(make(compiled), 20 if "one-token" in name else 5)
             print(f"{name}: eager {eager:.2f}, compiled {fast:.2f} ({eager / fast:.2f}x), "
                   f"first compiled call {compile_s:.0f} s")
-    prompts = [torch.randint(3, VOCAB, (n,)).tolist() for n in PROMPT_LENS]
+    prompts = [torch.randint(3, len(tok), (n,)).tolist() for n in PROMPT_LENS]
     student.forward = torch.compile(student.forward, dynamic=True)
     try:
         sample(student, prompts, max_new_tokens=8, eos_id=-1, pad_id=0)
@@ -128,6 +128,34 @@ def probe_gqa(args) -> None:
         fb = [median_ms(lambda: attend(g).sum().backward()) for g in (False, True)]
         print(f"{preset} attention, one layer: forward repeat {fwd[0]:.1f} ms, gqa {fwd[1]:.1f} ms; "
               f"forward+backward repeat {fb[0]:.1f} ms, gqa {fb[1]:.1f} ms")
+    # the whole model: transformers repeats K/V when there is a mask, unless TRANSFORMERS_SDPA_FORCE_GQA=1
+    # (read at every call); alternate the two settings on the same model
+    import os
+
+    tok = tokenizer()
+    ids, mask, pos = scoring_batch(len(tok))
+    for preset in ("tiny-student", "tiny-teacher", "small-teacher"):
+        model = qwen3(preset, tok)
+
+        def forward():
+            return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                         logits_to_keep=64).logits
+
+        def update():
+            forward().float().logsumexp(-1).mean().backward()
+
+        times, logits = {"0": {"score": [], "update": []}, "1": {"score": [], "update": []}}, {}
+        for repeat in range(4):
+            for flag in ("0", "1"):
+                os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = flag
+                with torch.no_grad():
+                    times[flag]["score"].append(median_ms(forward, 1))
+                    logits[flag] = forward()
+                times[flag]["update"].append(median_ms(update, 1))
+        os.environ.pop("TRANSFORMERS_SDPA_FORCE_GQA")
+        ratio = {k: statistics.median(times["0"][k]) / statistics.median(times["1"][k]) for k in ("score", "update")}
+        print(f"{preset} whole model, gqa vs repeat: scoring {ratio['score']:.2f}x, update {ratio['update']:.2f}x; "
+              f"max |logit difference| {float((logits['0'] - logits['1']).abs().max()):.1e}")
 
 
 def main() -> None:

@@ -27,8 +27,9 @@ def main() -> int:
         model, tokenizer = load_model(folder).eval(), load_tokenizer(folder)
         outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=64, greedy=False,
                                    generator=torch.Generator().manual_seed(EVAL_SEED))
-        roles = Counter(failure_role(RankingContract.for_task(t), outputs[t.id]) for t in tasks)
-        example = next((outputs[t.id] for t in tasks if failure_role(RankingContract.for_task(t), outputs[t.id]) != "ok"), "")
+        role = {t.id: failure_role(RankingContract.for_task(t), outputs[t.id]) for t in tasks}
+        roles = Counter(role.values())
+        example = next((outputs[t.id] for t in tasks if role[t.id] != "ok"), "")
         print(f"{folder}: {dict(roles.most_common())}\n  e.g. {example[:120]!r}")
     return 0
 

@@ -45,6 +45,7 @@ def main() -> int:
     import torch
 
     from listopd import theory
+    from listopd.io import atomic_write_json
     from listopd.models import load_model, load_tokenizer
     from listopd.tasks import read_tasks
 
@@ -66,7 +67,7 @@ def main() -> int:
         rows[name] = {"name": name, **extra, "mass": {role: v["b"] for role, v in table.items()}}
         done["teacher_p"] = {role: v["p"] for role, v in table.items()}
         done["runs"] = list(rows.values())
-        out.with_suffix(".json").write_text(json.dumps(done, indent=1))  # one model at a time: resumable
+        atomic_write_json(out.with_suffix(".json"), done)  # one model at a time: resumable
         print(f"{name}: {time.time() - t0:.0f} s  " +
               "  ".join(f"{r} {1 - rows[name]['mass'][r]:.3g}" for r in args.roles.split(",")), flush=True)
 
@@ -93,11 +94,12 @@ def main() -> int:
     fig, axes = plt.subplots(1, len(roles), figsize=(5.5 * len(roles), 4.6), squeeze=False, layout="constrained")
     trained = [r for r in rows.values() if r["lam"] is not None]
     lams = sorted({r["lam"] for r in trained})
+    shortest = min(r["steps"] for r in trained)
     grid = np.geomspace(min(lams), max(lams), 200)
     for ax, role in zip(axes[0], roles):
         for seed, steps in sorted({(r["seed"], r["steps"]) for r in trained}):
             pts = sorted((r["lam"], 1 - r["mass"][role]) for r in trained if (r["seed"], r["steps"]) == (seed, steps))
-            ax.plot(*zip(*pts), "o-" if steps == min(r["steps"] for r in trained) else "s--", ms=4,
+            ax.plot(*zip(*pts), "o-" if steps == shortest else "s--", ms=4,
                     label=f"trained student, seed {seed}, {steps} steps")
         ax.axhline(1 - warm[role], color="gray", ls="--", label=f"warm start 1 − b = {1 - warm[role]:.3g}")
         ax.axhline(1 - p[role], color="k", ls=":", label=f"teacher 1 − p = {1 - p[role]:.3g}")

@@ -366,13 +366,15 @@ class OnsetRule:
         return f"strict parse rate < {self.threshold:g}{drop}"
 
 
-def onset_rule(prereg, prereg_result) -> OnsetRule:
-    """The locked onset rule: prereg.json's "onset" {threshold, drop}, else prereg_result.json's, else the
-    report's default (said on the page)."""
+def onset_rule(prereg, prereg_result, given: tuple[float, float | None] | None = None) -> OnsetRule:
+    """The locked onset rule: prereg.json's "onset" {threshold, drop}, else prereg_result.json's; without a
+    locked one, the rule `given` on the command line, else the report's default (said on the page)."""
     for data, name in ((prereg, "prereg.json"), (prereg_result, "prereg_result.json")):
         onset = data.get("onset") if isinstance(data, dict) else None
         if isinstance(onset, dict) and _number(onset.get("threshold")) is not None:
             return OnsetRule(float(onset["threshold"]), _number(onset.get("drop")), name)
+    if given is not None:
+        return OnsetRule(given[0], given[1], "given on the command line (no locked rule in prereg.json)")
     return OnsetRule(DEFAULT_ONSET_THRESHOLD, DEFAULT_ONSET_DROP,
                      "the report's default: no locked rule in prereg.json")
 
@@ -1191,9 +1193,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ca
     for name in FIGURES:  # a figure from an earlier report must not outlive its data
         (out_dir / name).unlink(missing_ok=True)
     inp = gather(sweep_dir, calibration, size_axis, baselines)
-    rule = onset_rule(inp.prereg, inp.prereg_result)
-    if onset is not None and rule.source.startswith("the report's default"):
-        rule = OnsetRule(onset[0], onset[1], "given on the command line (no locked rule in prereg.json)")
+    rule = onset_rule(inp.prereg, inp.prereg_result, onset)
     groups = inp.sweep.groups()
     preds = {c: predict(c, inp.calibration, inp.prereg, inp.sweep.runs) for c in sorted({c for c, _ in groups})}
     scored = {key: [r for r in runs if r.parse is not None] for key, runs in groups.items()}

@@ -5,7 +5,7 @@ matmul throughput.
     python benchmarks/opd_step.py       # -> benchmarks/results/opd_step.{json,md}, table on stdout
 
 The work (the same on every side): 8 prompts of the synthetic fashion task (291–322 tokens, tokenizer trained
-with listopd.tokenizer), exactly 64 sampled tokens each (EOS never ends a row: ListOPD samples with no stop
+with listopd.task.tokenizer), exactly 64 sampled tokens each (EOS never ends a row: ListOPD samples with no stop
 id, TRL with `min_new_tokens=64`), one optimiser step on the 8 completions (AdamW, betas 0.9/0.95, lr 1e-5,
 grad clip 1.0). Models are random-init Qwen3 presets (weights do not change the time):
 
@@ -14,7 +14,7 @@ grad clip 1.0). Models are random-init Qwen3 presets (weights do not change the 
 
 Sides, each in its own subprocess (separate peak memory, separate imports):
 
-    listopd, listopd-bf16     the ListOPD step as `listopd.opd.run_opd` runs it (same calls, same order):
+    listopd, listopd-bf16     the ListOPD step as `listopd.train.opd.run_opd` runs it (same calls, same order):
                               rollout.sample (KV cache) -> completion_logprobs under the teacher and the base
                               (λ = 1.5, so the base is scored: work TRL does not do) -> student log-probs with
                               entropy -> listopd_loss -> backward -> clip -> AdamW. `-bf16` is the trainer's
@@ -64,16 +64,16 @@ SIDES = ("listopd", "listopd-bf16", "trl-distill", "trl-distill-bf16", "trl-gkd"
 
 def build_workspace(work: Path) -> None:
     """Tasks, tokenizer, the 8 prompts and one folder per preset (random init, saved with the tokenizer)."""
-    from listopd.data.synth import make_synth_tasks
-    from listopd.models import build_model
-    from listopd.tokenizer import task_texts, train_tokenizer
-    from listopd.training import encode_prompt
+    from listopd.task.data.synth import make_synth_tasks
+    from listopd.train.models import build_model
+    from listopd.task.tokenizer import task_texts, train_tokenizer
+    from listopd.train.training import encode_prompt
 
     tasks = make_synth_tasks(n_users=400)
     tok = train_tokenizer(task_texts(tasks), vocab_size=2048)
     chosen = [t for t in tasks if t.split == "train"][:BATCH]
     prompts = [encode_prompt(t, tok) for t in chosen]
-    from listopd.prompts import render_messages, target_text
+    from listopd.task.prompts import render_messages, target_text
 
     rows = [{"messages": render_messages(t), "target": target_text(t)} for t in chosen]
     (work / "prompts.json").write_text(json.dumps({"ids": prompts, "rows": rows}))
@@ -114,7 +114,7 @@ def medians(phases: dict[str, list[tuple[float, float]]], warmup: int) -> dict:
 
 def model_flops_params(folder: Path) -> dict:
     """N_body (non-embedding, non-head parameters) and N_head (the LM head) from config.json."""
-    from listopd.models import Preset
+    from listopd.train.models import Preset
 
     cfg = json.loads((folder / "config.json").read_text())
     p = Preset(hidden_size=cfg["hidden_size"], num_hidden_layers=cfg["num_hidden_layers"],
@@ -165,11 +165,11 @@ def worker_listopd(args) -> dict:
     """The ListOPD step, phase by phase, exactly as `run_opd` runs it (batch = micro-batch = 8)."""
     import torch
 
-    from listopd.loss import listopd_loss
-    from listopd.models import load_model, load_tokenizer
-    from listopd.opd import _load_frozen
-    from listopd.rollout import completion_logprobs, sample
-    from listopd.training import make_accelerator, make_optimizer
+    from listopd.core.loss import listopd_loss
+    from listopd.train.models import load_model, load_tokenizer
+    from listopd.train.opd import _load_frozen
+    from listopd.train.rollout import completion_logprobs, sample
+    from listopd.train.training import make_accelerator, make_optimizer
 
     torch.set_num_threads(args.threads)
     bf16 = args.side.endswith("-bf16")
@@ -229,7 +229,7 @@ def worker_trl(args) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from listopd.models import load_model, load_tokenizer
+    from listopd.train.models import load_model, load_tokenizer
 
     torch.set_num_threads(args.threads)
     bf16 = args.side.endswith("-bf16")

@@ -2,11 +2,11 @@
 
     python benchmarks/probes.py profile    # op table of one bf16 scoring forward, small-teacher (~29M), batch 8
     python benchmarks/probes.py compile    # torch.compile: decode-token and scoring forward, eager vs compiled,
-                                           # compile seconds, and whether listopd.rollout.sample compiles
+                                           # compile seconds, and whether listopd.train.rollout.sample compiles
     python benchmarks/probes.py gqa        # SDPA with the padding mask: K/V repeated (transformers' path with a
                                            # mask) vs enable_gqa, one layer and the whole model (scoring, update)
 
-Random-init presets (listopd.models.build_model) at the benchmark's 869-token vocabulary, prompts of
+Random-init presets (listopd.train.models.build_model) at the benchmark's 869-token vocabulary, prompts of
 291–322 tokens, one thread (--threads).
 """
 
@@ -23,22 +23,22 @@ PROMPT_LENS = (291, 300, 310, 322, 295, 305, 299, 310)
 
 def tokenizer():
     """The benchmark's tokenizer: trained on the synthetic task text (869 tokens), as benchmarks/opd_step.py."""
-    from listopd.data.synth import make_synth_tasks
-    from listopd.tokenizer import task_texts, train_tokenizer
+    from listopd.task.data.synth import make_synth_tasks
+    from listopd.task.tokenizer import task_texts, train_tokenizer
 
     return train_tokenizer(task_texts(make_synth_tasks(n_users=400)), vocab_size=2048)
 
 
 def qwen3(preset: str, tok):
     """A random-init preset, as listopd builds it, in eval mode."""
-    from listopd.models import build_model
+    from listopd.train.models import build_model
 
     return build_model(preset, tok, seed=0).eval()
 
 
 def scoring_batch(vocab: int, new_tokens: int = 64):
     """Left-padded prompt + completion ids, the attention mask and position ids of a scoring forward."""
-    from listopd.rollout import left_pad, position_ids
+    from listopd.train.rollout import left_pad, position_ids
 
     ids, mask = left_pad([torch.randint(3, vocab, (n + new_tokens,)).tolist() for n in PROMPT_LENS], pad_id=0)
     return ids, mask, position_ids(mask)
@@ -70,7 +70,7 @@ def probe_profile(args) -> None:
 
 
 def probe_compile(args) -> None:
-    from listopd.rollout import sample
+    from listopd.train.rollout import sample
 
     tok = tokenizer()
     student, teacher = qwen3("tiny-student", tok), qwen3("tiny-teacher", tok)
@@ -95,10 +95,10 @@ def probe_compile(args) -> None:
     student.forward = torch.compile(student.forward, dynamic=True)
     try:
         sample(student, prompts, max_new_tokens=8, eos_id=-1, pad_id=0)
-        print("listopd.rollout.sample with a compiled forward: works")
+        print("listopd.train.rollout.sample with a compiled forward: works")
     except Exception as e:  # report what inductor says, not a traceback
         cause = next((line for line in str(e).splitlines() if "Error:" in line), str(e).splitlines()[0])
-        print(f"listopd.rollout.sample with a compiled forward: fails: {type(e).__name__}: {cause.strip()[:200]}")
+        print(f"listopd.train.rollout.sample with a compiled forward: fails: {type(e).__name__}: {cause.strip()[:200]}")
 
 
 def probe_gqa(args) -> None:
@@ -106,7 +106,7 @@ def probe_gqa(args) -> None:
 
     length = max(PROMPT_LENS) + 64
     for preset in ("tiny-student", "tiny-teacher", "small-teacher"):
-        from listopd.models import get_preset
+        from listopd.train.models import get_preset
 
         p = get_preset(preset)
         heads, kv, hd = p.num_attention_heads, p.num_key_value_heads, p.head_dim

@@ -1,6 +1,6 @@
 """Where sampled outputs break the contract: for each model folder, one sample per task at temperature 1 from
 the evaluation seed (as `evaluate` draws them), each failure classed by the structural role of the first
-contract-breaking token (listopd.calibrate.failure_role).
+contract-breaking token (listopd.experiment.calibrate.failure_role).
 
     cd runs/exp && ../../.venv/bin/python ../../scripts/failure_roles.py data/validation.jsonl \
         warm300/final sweep_explore_lr/runs/lam3.000_c5_s0_T120/final
@@ -15,11 +15,11 @@ from collections import Counter
 def main() -> int:
     import torch
 
-    from listopd.calibrate import failure_role
-    from listopd.contract import RankingContract
-    from listopd.models import load_model, load_tokenizer
-    from listopd.tasks import read_tasks
-    from listopd.training import EVAL_SEED, generate_outputs
+    from listopd.experiment.calibrate import failure_role
+    from listopd.task.contract import RankingContract
+    from listopd.train.models import load_model, load_tokenizer
+    from listopd.task.tasks import read_tasks
+    from listopd.train.training import EVAL_SEED, generate_outputs
 
     torch.set_num_threads(1)
     tasks = read_tasks(sys.argv[1])

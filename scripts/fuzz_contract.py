@@ -26,9 +26,9 @@ import tempfile
 import atheris
 
 with atheris.instrument_imports():
-    from listopd.contract import Kind, RankingContract
-    from listopd.errors import InputError
-    from listopd.tasks import read_tasks
+    from listopd.task.contract import Kind, RankingContract
+    from listopd.util.errors import InputError
+    from listopd.task.tasks import read_tasks
 
 ID_SETS = (("A", "B", "C"), ("A", "AB", "B"), ("1", "2", "3", "4", "5", "6", "7", "8"), ("é", "x\u2028", "Z"),
            ("id-1",))

@@ -15,11 +15,11 @@ import itertools
 
 import torch
 
-from listopd.loss import listopd_expected_loss, listopd_loss
-from listopd.models import load_model, load_tokenizer
-from listopd.rollout import completion_logprob_table, sample
-from listopd.tasks import read_tasks
-from listopd.training import encode_prompt
+from listopd.core.loss import listopd_expected_loss, listopd_loss
+from listopd.train.models import load_model, load_tokenizer
+from listopd.train.rollout import completion_logprob_table, sample
+from listopd.task.tasks import read_tasks
+from listopd.train.training import encode_prompt
 
 
 def main() -> None:

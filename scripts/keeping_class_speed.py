@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 
-from listopd.calibrate import VocabularyText
-from listopd.contract import RankingContract
-from listopd.models import load_tokenizer
-from listopd.prompts import target_text
-from listopd.tasks import read_tasks
+from listopd.experiment.calibrate import VocabularyText
+from listopd.task.contract import RankingContract
+from listopd.train.models import load_tokenizer
+from listopd.task.prompts import target_text
+from listopd.task.tasks import read_tasks
 
 tok = load_tokenizer(sys.argv[1])
 vocab = VocabularyText.from_tokenizer(tok)

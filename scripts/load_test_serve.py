@@ -30,9 +30,9 @@ import numpy as np
 
 
 def build_tiny_model(folder: Path) -> str:
-    from listopd.data.synth import make_synth_tasks
-    from listopd.models import build_model
-    from listopd.tokenizer import task_texts, train_tokenizer
+    from listopd.task.data.synth import make_synth_tasks
+    from listopd.train.models import build_model
+    from listopd.task.tokenizer import task_texts, train_tokenizer
 
     tasks = make_synth_tasks(n_items=200, n_users=100, seed=0)
     tok = train_tokenizer(task_texts(tasks), vocab_size=2048)
@@ -115,8 +115,8 @@ def main() -> int:
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args()
 
-    from listopd.data.synth import make_synth_tasks
-    from listopd.prompts import render_messages
+    from listopd.task.data.synth import make_synth_tasks
+    from listopd.task.prompts import render_messages
 
     with tempfile.TemporaryDirectory(prefix="listopd-load-") as tmp:
         model = args.model or build_tiny_model(Path(tmp) / "tiny")
@@ -144,7 +144,7 @@ def main() -> int:
               f"{lat['p90']:>7.3f} {lat['p99']:>7.3f} {r['mean_batch_size']:>6.2f}")
     print(f"server exit code {exit_code}")
     if args.out:
-        from listopd.io import atomic_write_json, json_safe
+        from listopd.util.io import atomic_write_json, json_safe
 
         atomic_write_json(args.out, json_safe(result))
     bad = exit_code != 0 or any(r["failed"] or r["lost"] for r in levels)

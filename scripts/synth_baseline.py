@@ -6,7 +6,7 @@ import re
 import sys
 from collections import Counter
 
-from listopd.tasks import read_tasks
+from listopd.task.tasks import read_tasks
 
 
 def words(text):

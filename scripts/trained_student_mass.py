@@ -6,7 +6,7 @@ says a run converges to below λ*.
         --teacher teacher400 --warm-start warm300/final --tasks data/validation.jsonl \
         --only '_c5_s[01]_T(60|120)' --out student_mass    # then copy student_mass.{json,png} (scripts/collect_experiment.sh does)
 
-Each model is measured exactly as `listopd calibrate` measures the warm start (listopd.calibrate.calibrate on
+Each model is measured exactly as `listopd calibrate` measures the warm start (listopd.experiment.calibrate.calibrate on
 the reference outputs of the tasks: the summed probability of the contract-keeping tokens at every position),
 so row "warm start" and the trained rows are comparable. Writes OUT.json (role → p, and per run: λ, seed,
 steps, final strict parse rate, the student's mass per role) and OUT.png (tail mass 1 − q against λ for the
@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 def measure(teacher, student, tokenizer, tasks, c: float) -> dict:
-    from listopd.calibrate import calibrate
+    from listopd.experiment.calibrate import calibrate
 
     return calibrate(teacher, student, tokenizer, tasks, c=c, sources=("reference",), n_boot=0).role_table()
 
@@ -44,10 +44,10 @@ def main() -> int:
 
     import torch
 
-    from listopd import theory
-    from listopd.io import atomic_write_json
-    from listopd.models import load_model, load_tokenizer
-    from listopd.tasks import read_tasks
+    from listopd.core import theory
+    from listopd.util.io import atomic_write_json
+    from listopd.train.models import load_model, load_tokenizer
+    from listopd.task.tasks import read_tasks
 
     torch.set_num_threads(1)
     sweep = Path(args.sweep)

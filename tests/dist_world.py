@@ -21,10 +21,10 @@ _CACHE: dict = {}
 
 
 def build_world(root: Path) -> SimpleNamespace:
-    from listopd.data.synth import make_synth_tasks
-    from listopd.models import build_model
-    from listopd.tasks import write_tasks
-    from listopd.tokenizer import task_texts, train_tokenizer
+    from listopd.task.data.synth import make_synth_tasks
+    from listopd.train.models import build_model
+    from listopd.task.tasks import write_tasks
+    from listopd.task.tokenizer import task_texts, train_tokenizer
 
     root.mkdir(parents=True, exist_ok=True)
     tasks = make_synth_tasks(n_items=120, n_users=60, k=4, history_len=2, min_history=1, seed=0)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from listopd.data.amazon import load_amazon, review_split, truncate
-from listopd.errors import InputError
+from listopd.task.data.amazon import load_amazon, review_split, truncate
+from listopd.util.errors import InputError
 
 # ---------------------------------------------------------------- the real subset
 

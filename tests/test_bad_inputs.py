@@ -128,7 +128,7 @@ CAL_OK = {"version": 1, "p": 0.999, "b": 0.9, "c": 5.0, "binding_role": "close_l
 
 
 def _edit_prereg(b: Bench, change, rehash: bool) -> None:
-    from listopd.sweep import sha256_of
+    from listopd.experiment.sweep import sha256_of
 
     path = b.dir / "sweep" / "prereg.json"
     locked = json.loads(path.read_text())

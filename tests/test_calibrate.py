@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from listopd import theory
-from listopd.calibrate import VocabularyText, calibrate, char_roles, failure_role, token_role, walk_output
-from listopd.contract import RankingContract
-from listopd.data.synth import make_synth_tasks
-from listopd.prompts import target_text
-from listopd.tokenizer import task_texts, train_tokenizer
-from listopd.training import encode_prompt
+from listopd.core import theory
+from listopd.experiment.calibrate import VocabularyText, calibrate, char_roles, failure_role, token_role, walk_output
+from listopd.task.contract import RankingContract
+from listopd.task.data.synth import make_synth_tasks
+from listopd.task.prompts import target_text
+from listopd.task.tokenizer import task_texts, train_tokenizer
+from listopd.train.training import encode_prompt
 from trainer_fixtures import world  # noqa: F401  (session fixture: tiny saved models)
 
 
@@ -141,7 +141,7 @@ def test_failure_roles_name_the_broken_entry():
 def test_calibrate_cli_writes_the_file_the_trainer_reads(world, tmp_path, capsys):  # noqa: F811
     """`listopd calibrate` on two real tiny models: table, calibration.json with p and b, a PNG; bad c → exit 2."""
     from listopd.cli import main
-    from listopd.opd import OPDConfig
+    from listopd.train.opd import OPDConfig
 
     out = tmp_path / "cal"
     code = main(["calibrate", "--teacher", world.teacher, "--warm-start", world.student, "--tasks", world.val,

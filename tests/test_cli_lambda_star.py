@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from listopd import theory as th
+from listopd.core import theory as th
 from listopd.cli import main
 
 

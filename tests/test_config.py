@@ -1,4 +1,4 @@
-"""listopd.config with the trainer configs: YAML < flags, unknown keys, wrong types, meaningless and
+"""listopd.util.config with the trainer configs: YAML < flags, unknown keys, wrong types, meaningless and
 contradictory settings refused with their reason; through the CLI, exit 2 with one line on stderr.
 None of these tests loads a model: validation happens before anything is read or written."""
 
@@ -8,10 +8,10 @@ import json
 import pytest
 
 from listopd.cli import main
-from listopd.config import add_config_arguments, config_from_dict, load_config
-from listopd.errors import ListopdError
-from listopd.opd import OPDConfig
-from listopd.sft import SFTConfig
+from listopd.util.config import add_config_arguments, config_from_dict, load_config
+from listopd.util.errors import ListopdError
+from listopd.train.opd import OPDConfig
+from listopd.train.sft import SFTConfig
 
 REQUIRED = {"student": "s", "teacher": "t", "tasks": "train.jsonl", "out": "run"}
 

@@ -1,4 +1,4 @@
-"""Constrained-decoding baseline (listopd.constrained, `listopd constrained`, the report's baseline table) on
+"""Constrained-decoding baseline (listopd.experiment.constrained, `listopd constrained`, the report's baseline table) on
 the tiny random-init student of trainer_fixtures: its unconstrained outputs are never JSON, so "every
 constrained output is JSON of the schema" is a real check."""
 
@@ -8,9 +8,9 @@ import pytest
 from trainer_fixtures import world  # noqa: F401
 
 from listopd.cli import main
-from listopd.constrained import SchemaEngine, decode, probe_engine, ranking_schema, run_baseline
-from listopd.contract import RankingContract
-from listopd.models import load_model, load_tokenizer
+from listopd.experiment.constrained import SchemaEngine, decode, probe_engine, ranking_schema, run_baseline
+from listopd.task.contract import RankingContract
+from listopd.train.models import load_model, load_tokenizer
 
 pytest.importorskip("xgrammar")
 
@@ -71,10 +71,10 @@ def test_unique_items_is_not_enforced_and_duplicates_occur(world, student):  # n
 def test_contract_mask_prevents_duplicates_but_admits_any_whitespace(world, student):  # noqa: F811
     import torch
 
-    from listopd.calibrate import VocabularyText
-    from listopd.constrained import ContractHook
-    from listopd.rollout import sample
-    from listopd.training import decode_completions, encode_prompt
+    from listopd.experiment.calibrate import VocabularyText
+    from listopd.experiment.constrained import ContractHook
+    from listopd.train.rollout import sample
+    from listopd.train.training import decode_completions, encode_prompt
 
     model, tok = student
     tasks = tasks_of(world)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listopd.contract import KINDS, Kind, RankingContract, canonical_json
-from listopd.prompts import PLAIN_TEMPLATE, SYSTEM, reference_ranking, render_messages, render_prompt, target_text
-from listopd.tasks import Candidate, Task
+from listopd.task.contract import KINDS, Kind, RankingContract, canonical_json
+from listopd.task.prompts import PLAIN_TEMPLATE, SYSTEM, reference_ranking, render_messages, render_prompt, target_text
+from listopd.task.tasks import Candidate, Task
 
 ABC = RankingContract(["A", "B", "C"])
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

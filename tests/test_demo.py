@@ -3,7 +3,7 @@ and the report names the predicted λ* and the four models. (Speed and the scien
 
 import json
 
-from listopd.demo import DemoConfig, run_demo
+from listopd.experiment.demo import DemoConfig, run_demo
 
 
 def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):

@@ -74,7 +74,7 @@ def _final_weights(run_dir):
 
 
 def test_sft_two_processes_match_one(dist_world, tmp_path):  # noqa: F811
-    from listopd.sft import SFTConfig, run_sft
+    from listopd.train.sft import SFTConfig, run_sft
 
     def cfg(out):
         return SFTConfig(model="tiny-student", tokenizer=dist_world.tok, tasks=dist_world.tasks,
@@ -117,7 +117,7 @@ def test_sft_two_processes_match_one(dist_world, tmp_path):  # noqa: F811
 
 
 def _opd_cfg(world, out, steps):
-    from listopd.opd import OPDConfig
+    from listopd.train.opd import OPDConfig
 
     return OPDConfig(student=world.student, teacher=world.teacher, tasks=world.tasks, out=str(out), steps=steps,
                      batch_size=4, micro_batch_size=1, max_new_tokens=12, reward_scale=1.25, lr=1e-4,
@@ -163,7 +163,7 @@ def test_opd_two_processes_resume_matches_uninterrupted(dist_world, tmp_path):  
 def test_weights_fingerprint_sees_any_change():
     import torch
 
-    from listopd.training import weights_fingerprint
+    from listopd.train.training import weights_fingerprint
 
     torch.manual_seed(0)
     a = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3))

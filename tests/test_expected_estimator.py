@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from listopd.errors import ListopdError
-from listopd.loss import listopd_expected_loss, listopd_loss
-from listopd.opd import run_opd
+from listopd.util.errors import ListopdError
+from listopd.core.loss import listopd_expected_loss, listopd_loss
+from listopd.train.opd import run_opd
 from trainer_fixtures import opd_config, world  # noqa: F401
 
 

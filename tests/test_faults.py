@@ -22,12 +22,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from listopd import checkpoint
+from listopd.train import checkpoint
 from listopd.cli import main
-from listopd.errors import ListopdError
-from listopd.models import load_model
-from listopd.opd import run_opd
-from listopd.sft import run_sft
+from listopd.util.errors import ListopdError
+from listopd.train.models import load_model
+from listopd.train.opd import run_opd
+from listopd.train.sft import run_sft
 from trainer_fixtures import opd_config, sft_config, world  # noqa: F401
 
 STEPS, SAVE_EVERY = 6, 2
@@ -58,9 +58,9 @@ def assert_intact_checkpoint(run: Path, step: int, world, *, student: str) -> No
 
 @pytest.mark.parametrize("bad_step", [1, 5])
 def test_opd_nan_teacher_logprobs_stop_with_step_and_quantity(world, tmp_path, monkeypatch, bad_step):  # noqa: F811
-    import listopd.loss
+    import listopd.core.loss
 
-    real = listopd.loss.listopd_loss
+    real = listopd.core.loss.listopd_loss
     calls = {"n": 0}
     micro_per_step = 2  # batch 4, micro-batch 2
 
@@ -70,7 +70,7 @@ def test_opd_nan_teacher_logprobs_stop_with_step_and_quantity(world, tmp_path, m
             lp_teacher = torch.full_like(lp_teacher, float("nan"))
         return real(lp_new, lp_old, lp_teacher, *args, **kw)
 
-    monkeypatch.setattr(listopd.loss, "listopd_loss", poisoned)
+    monkeypatch.setattr(listopd.core.loss, "listopd_loss", poisoned)
     run = tmp_path / "run"
     cfg = opd_config(world, run, steps=STEPS, save_every=SAVE_EVERY)
     with pytest.raises(ListopdError, match=rf"non-finite loss \(nan\) at step {bad_step};") as e:

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from listopd.cli import main
-from listopd.prompts import target_text
-from listopd.tasks import write_tasks
+from listopd.task.prompts import target_text
+from listopd.task.tasks import write_tasks
 from serve_fixtures import start_server
 from trainer_fixtures import world  # noqa: F401
 
@@ -231,7 +231,7 @@ def test_the_api_key_comes_from_the_environment_only_and_is_sent_as_bearer(files
 # ------------------------------------------------------------------------------------------ rubric and cache key
 
 def test_builtin_rubric_renders_the_task_and_the_output(world):  # noqa: F811
-    from listopd.rubric import load_rubric
+    from listopd.grading.rubric import load_rubric
 
     r = load_rubric("ranking_v1")
     assert (r.version, r.scale_min, r.scale_max, r.grade_format) == ("ranking-v1", 1, 5, "GRADE: <n>")
@@ -252,7 +252,7 @@ def test_builtin_rubric_renders_the_task_and_the_output(world):  # noqa: F811
     ("", None), (None, None), ("I would give it a 4.", None),
 ])
 def test_grade_parsing_is_strict(answer, grade):
-    from listopd.rubric import load_rubric
+    from listopd.grading.rubric import load_rubric
 
     got, why = load_rubric("ranking_v1").parse_grade(answer)
     assert got == grade and (why is None) == (grade is not None)
@@ -268,8 +268,8 @@ def test_grade_parsing_is_strict(answer, grade):
     ("---\nversion: 1\nscale: {min: 1, max: 5}\ngrade_format: 'G: <n>'\ncolour: red\n---\n{{output}}", "colour"),
 ])
 def test_bad_rubrics_are_refused_naming_the_field(tmp_path, text, field):
-    from listopd.errors import InputError
-    from listopd.rubric import load_rubric
+    from listopd.util.errors import InputError
+    from listopd.grading.rubric import load_rubric
 
     (tmp_path / "r.md").write_text(text)
     with pytest.raises(InputError) as e:
@@ -278,7 +278,7 @@ def test_bad_rubrics_are_refused_naming_the_field(tmp_path, text, field):
 
 
 def test_yaml_rubric(tmp_path):
-    from listopd.rubric import load_rubric
+    from listopd.grading.rubric import load_rubric
 
     (tmp_path / "r.yaml").write_text("version: y1\nscale: {min: 0, max: 2}\ngrade_format: 'SCORE=<n>'\n"
                                      "prompt: 'Rate {{output}} for task {{task_id}}'\n")
@@ -287,7 +287,7 @@ def test_yaml_rubric(tmp_path):
 
 
 def test_cache_key_covers_what_fixes_the_answer():
-    from listopd.chat_client import cache_key, normalise_endpoint
+    from listopd.grading.chat_client import cache_key, normalise_endpoint
 
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 0.0, "max_tokens": 8}
     base = dict(scope="v1", endpoint=normalise_endpoint("https://api.example.org/v1/"), body=body)

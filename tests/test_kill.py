@@ -26,7 +26,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from listopd import checkpoint
+from listopd.train import checkpoint
 from trainer_fixtures import world  # noqa: F401
 
 pytestmark = pytest.mark.slow

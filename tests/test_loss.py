@@ -1,12 +1,12 @@
-"""listopd.loss: advantage, clip modes, PPO surrogate, global-token normalisation."""
+"""listopd.core.loss: advantage, clip modes, PPO surrogate, global-token normalisation."""
 
 import math
 
 import pytest
 import torch
 
-from listopd.errors import DomainError
-from listopd.loss import extrapolated_advantage, listopd_loss
+from listopd.util.errors import DomainError
+from listopd.core.loss import extrapolated_advantage, listopd_loss
 
 
 

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from listopd.errors import InputError
-from listopd.metrics import (bootstrap_ci, ndcg_at_k, read_outputs, recall_at_k, reciprocal_rank, relevant_ids,
+from listopd.util.errors import InputError
+from listopd.task.metrics import (bootstrap_ci, ndcg_at_k, read_outputs, recall_at_k, reciprocal_rank, relevant_ids,
                              score)
-from listopd.tasks import Candidate, Task
+from listopd.task.tasks import Candidate, Task
 
 L3 = math.log2(3)  # the discount of rank 2
 

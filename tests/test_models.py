@@ -1,4 +1,4 @@
-"""listopd.models: Qwen3 presets, save/load round trip, vocabulary checks, load errors, SmolLM2 (slow)."""
+"""listopd.train.models: Qwen3 presets, save/load round trip, vocabulary checks, load errors, SmolLM2 (slow)."""
 
 import copy
 import importlib.util
@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from listopd.errors import ListopdError
-from listopd.models import (PRESETS, ModelLoadError, VocabularyMismatchError, build_model,
+from listopd.util.errors import ListopdError
+from listopd.train.models import (PRESETS, ModelLoadError, VocabularyMismatchError, build_model,
                             check_model_vocabulary, check_same_vocabulary, count_parameters, load_model,
                             load_tokenizer)
-from listopd.tokenizer import PAD, train_tokenizer
+from listopd.task.tokenizer import PAD, train_tokenizer
 
 TARGET_PARAMETERS = {"tiny-student": 1.4e6, "tiny-teacher": 5e6, "small-student": 5e6, "small-teacher": 30e6}
 

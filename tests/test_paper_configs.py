@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from listopd.config import config_from_dict, read_yaml
-from listopd.opd import OPDConfig, cliff_check
-from listopd.sft import SFTConfig
+from listopd.util.config import config_from_dict, read_yaml
+from listopd.train.opd import OPDConfig, cliff_check
+from listopd.train.sft import SFTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = {"sft_teacher_qwen3_8b.yaml": SFTConfig, "sft_warmstart_qwen3_1p7b.yaml": SFTConfig,
@@ -32,7 +32,7 @@ def test_paper_opd_is_the_reference_recipe():
     assert (cfg.temperature, cfg.top_p, cfg.top_k, cfg.eps_low, cfg.eps_high) == (1.0, 1.0, 0, 0.2, 0.2)
     assert cfg.base is None and cfg.lora_r == 0
     # with the paper's base-neutral calibration (λ* = 1.22 at c = 5) the guard refuses λ = 1.25
-    from listopd.errors import ListopdError
+    from listopd.util.errors import ListopdError
 
     with pytest.raises(ListopdError, match="above the predicted cliff"):
         cliff_check(config_from_dict(OPDConfig, {**read_yaml(str(ROOT / "configs" / "paper" /

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from listopd import theory
+from listopd.core import theory
 from listopd.cli import main
-from listopd.errors import ListopdError
-from listopd.prereg import build_lock, evaluate
-from listopd.sweep import load_sweep, utc_now
+from listopd.util.errors import ListopdError
+from listopd.experiment.prereg import build_lock, evaluate
+from listopd.experiment.sweep import load_sweep, utc_now
 
 P, B = 0.999, 0.9
 GRID = [{"reward_scale": [1.15, 1.2, 1.225, 1.25, 1.275, 1.3], "seed": [0, 1, 2], "clip_strength": 3, "steps": 100},

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from listopd import theory
+from listopd.core import theory
 from listopd.cli import main
-from listopd.report import build_report
-from listopd.sweep import run_name
+from listopd.experiment.report import build_report
+from listopd.experiment.sweep import run_name
 
 LAMBDAS = [1.0, 1.1, 1.2, 1.25, 1.3, 1.4]
 SEEDS = [0, 1, 2]
@@ -32,7 +32,7 @@ def write_result(folder: Path, lam: float, seed: int, c: float = 5.0, steps: int
     rate = parse_rate(lam, seed)
     ndcg_parsed = 0.60 + 0.01 * seed
     name = run_name(lam, c, seed, steps)
-    result = {  # the layout of listopd.sweep.result_record
+    result = {  # the layout of listopd.experiment.sweep.result_record
         "version": 1, "name": name,
         "grid_point": {"name": name, "reward_scale": lam, "clip_strength": c, "steps": steps, "seed": seed},
         "config": {"reward_scale": lam, "clip_strength": c, "steps": steps, "seed": seed, "clip_mode": "teacher_ratio",
@@ -64,7 +64,7 @@ LOCKED_AT = "2024-12-31T00:00:00+00:00"
 ONSET = {"threshold": 0.5, "drop": None, "definition": "smallest grid λ whose ... < 0.5"}
 PREREG = {"version": 1, "locked_at": LOCKED_AT, "onset": ONSET, "lambda_star_form": "pb",
           "tests": {"fine_grid": {"prediction": "at c = 5, T = 200: the union of the brackets contains λ*"}}}
-# the layout of listopd.prereg.check's prereg_result.json
+# the layout of listopd.experiment.prereg.check's prereg_result.json
 VERDICTS = {"checked_at": "2025-01-02T00:00:00+00:00", "locked_at": LOCKED_AT, "partial": False, "missing": [],
             "onset": ONSET, "overall": "fail", "tests": [
     {"name": "fine_grid", "status": "pass", "passed": True, "predicted": LAMBDA_STAR,
@@ -150,7 +150,7 @@ def test_full_report(sweep, tmp_path, capsys):
 
 
 def test_default_out_and_calibration_png(sweep):
-    from listopd.calibrate import plot_roles
+    from listopd.experiment.calibrate import plot_roles
 
     cal_dir = sweep.parent / "cal"
     cal_dir.mkdir()
@@ -223,10 +223,10 @@ def test_plan_and_locked_onset_rule(sweep):
 
 def test_report_reads_what_sweep_and_prereg_write(tmp_path):
     """The real formats: a sweep YAML with a prereg section, `listopd prereg lock`, result files in
-    listopd.sweep's layout (no training), `listopd prereg check`, then the report."""
+    listopd.experiment.sweep's layout (no training), `listopd prereg check`, then the report."""
     import yaml
 
-    from listopd.sweep import load_sweep, utc_now
+    from listopd.experiment.sweep import load_sweep, utc_now
 
     for name in ("student", "teacher"):
         (tmp_path / name).mkdir()
@@ -259,7 +259,7 @@ def test_report_reads_what_sweep_and_prereg_write(tmp_path):
 
 
 def test_onsets_name_each_seeds_own_grid_and_narrow_intervals_keep_their_width():
-    from listopd.report import OnsetRule, Run, ci_text, group_onsets, onset_text
+    from listopd.experiment.report import OnsetRule, Run, ci_text, group_onsets, onset_text
 
     def run(lam, seed, parse):
         return Run(name=f"{lam}_{seed}", lam=lam, c=5.0, budget=60, seed=seed, parse=parse, ndcg_parsed=None,

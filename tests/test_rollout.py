@@ -1,4 +1,4 @@
-"""listopd.rollout: KV-cache sampling and teacher-forced completion log-probs, on real tiny Qwen3 models.
+"""listopd.train.rollout: KV-cache sampling and teacher-forced completion log-probs, on real tiny Qwen3 models.
 
 The reference for every log-prob is a plain full forward pass of the model on one *unpadded*
 prompt + completion sequence (default positions 0..L-1), log_softmax, gathered at the shifted position.
@@ -10,10 +10,10 @@ import warnings
 import pytest
 import torch
 
-from listopd.models import load_model
-from listopd.rollout import (Rollout, _processed_logprobs, completion_logprobs, left_pad, sample,
+from listopd.train.models import load_model
+from listopd.train.rollout import (Rollout, _processed_logprobs, completion_logprobs, left_pad, sample,
                              warn_if_truncated_sampling)
-from listopd.training import encode_prompt
+from listopd.train.training import encode_prompt
 from trainer_fixtures import world  # noqa: F401
 
 

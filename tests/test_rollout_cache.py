@@ -1,11 +1,11 @@
-"""Sampling with listopd.rollout's preallocated KV cache gives what transformers' default cache gives
+"""Sampling with listopd.train.rollout's preallocated KV cache gives what transformers' default cache gives
 (the cache is a speed change only; benchmarks/opd_step.py)."""
 
 import torch
 
-from listopd.models import load_model
-from listopd.rollout import PreallocatedLayer, sample
-from listopd.training import encode_prompt
+from listopd.train.models import load_model
+from listopd.train.rollout import PreallocatedLayer, sample
+from listopd.train.training import encode_prompt
 from trainer_fixtures import world  # noqa: F401
 
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from listopd.cli import main
-from listopd.prompts import target_text
-from listopd.tasks import Candidate, Task, write_tasks
+from listopd.task.prompts import target_text
+from listopd.task.tasks import Candidate, Task, write_tasks
 
 
 def _tasks(n=20):

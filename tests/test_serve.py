@@ -53,9 +53,9 @@ def concurrently(fn, args_list):
 
 
 def local_greedy(model_dir, content, max_tokens):
-    """The same completion generated in this process: chat template + listopd.rollout.sample, greedy."""
-    from listopd.models import load_model, load_tokenizer
-    from listopd.rollout import sample
+    """The same completion generated in this process: chat template + listopd.train.rollout.sample, greedy."""
+    from listopd.train.models import load_model, load_tokenizer
+    from listopd.train.rollout import sample
 
     tok, model = load_tokenizer(model_dir), load_model(model_dir)
     text = tok.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
@@ -103,10 +103,10 @@ def test_seeded_sampling_is_reproducible(server, world):  # noqa: F811
 def test_engine_rows_keep_their_own_max_tokens_and_stop_at_eos(world):  # noqa: F811
     """In-process: one batch with different max_tokens gives each row what it would get alone, and a
     completion that emits EOS ends with finish_reason "stop", counting the EOS as a completion token."""
-    from listopd.batching import Engine, Row
-    from listopd.models import load_model, load_tokenizer
-    from listopd.prompts import render_messages
-    from listopd.rollout import sample
+    from listopd.serving.batching import Engine, Row
+    from listopd.train.models import load_model, load_tokenizer
+    from listopd.task.prompts import render_messages
+    from listopd.train.rollout import sample
 
     tok = load_tokenizer(world.student)
     engine = Engine(load_model(world.student), tok)

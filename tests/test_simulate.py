@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from listopd import theory
+from listopd.core import theory
 from listopd.cli import main
-from listopd.errors import DomainError
-from listopd.simulate import SimConfig, simulate
+from listopd.util.errors import DomainError
+from listopd.experiment.simulate import SimConfig, simulate
 
 P, B, C = 0.95, 0.6, 2.0  # a quickly converging point: λ* = 1.283
 

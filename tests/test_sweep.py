@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from listopd.cli import main
-from listopd.errors import ListopdError
-from listopd.sweep import (find_onset, grid_step, load_sweep, onset_table, result_rates, run_name, run_status,
+from listopd.util.errors import ListopdError
+from listopd.experiment.sweep import (find_onset, grid_step, load_sweep, onset_table, result_rates, run_name, run_status,
                            select, train_seconds)
 from trainer_fixtures import world  # noqa: F401
 
@@ -159,7 +159,7 @@ def test_tiny_sweep_runs_writes_results_and_skips_on_rerun(world, tmp_path, caps
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(world, tmp_path, monkeypatch, capsys):  # noqa: F811
-    from listopd import training
+    from listopd.train import training
 
     path = write_sweep(tmp_path, tiny_base(world), {"reward_scale": [1.5], "seed": [0], "steps": 2})
     sweep = load_sweep(path)
@@ -192,7 +192,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(world, tmp_path, monkeypatc
 
 
 def test_dry_run_estimate_from_finished_runs(tmp_path, capsys):
-    from listopd.sweep import dry_run
+    from listopd.experiment.sweep import dry_run
 
     sweep = load_sweep(write_sweep(tmp_path, fake_base(tmp_path), {"reward_scale": [1.1, 1.2], "steps": 100}))
     done = sweep.runs[0]

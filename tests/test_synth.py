@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from listopd.data.synth import SynthConfig, make_catalogue_for, make_synth_tasks
-from listopd.errors import DomainError
+from listopd.task.data.synth import SynthConfig, make_catalogue_for, make_synth_tasks
+from listopd.util.errors import DomainError
 
 SMALL = SynthConfig(n_items=300, n_users=400, seed=7)
 

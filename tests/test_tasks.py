@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from listopd.errors import InputError
-from listopd.tasks import (MAX_LINE_BYTES, Candidate, Task, check_tasks, read_tasks, task_from_dict,
+from listopd.util.errors import InputError
+from listopd.task.tasks import (MAX_LINE_BYTES, Candidate, Task, check_tasks, read_tasks, task_from_dict,
                            write_tasks)
 
 

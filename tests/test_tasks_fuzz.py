@@ -12,8 +12,8 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listopd.errors import InputError
-from listopd.tasks import Task, check_tasks, read_tasks
+from listopd.util.errors import InputError
+from listopd.task.tasks import Task, check_tasks, read_tasks
 
 GOOD = [
     {"id": "t1", "split": "train", "context": "bought socks",

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listopd import theory as th
-from listopd.errors import DomainError
+from listopd.core import theory as th
+from listopd.util.errors import DomainError
 
 P_NEAR_1 = 1 - 1e-12
 FAST = settings(max_examples=60, deadline=None)
@@ -332,5 +332,5 @@ def test_domain_error_messages():
 
 
 def test_theory_does_not_import_torch():
-    code = "import sys, listopd.theory; assert 'torch' not in sys.modules"
+    code = "import sys, listopd.core.theory; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""listopd.tokenizer: byte-level BPE trained on task text, ChatML template, exact round trips, determinism."""
+"""listopd.task.tokenizer: byte-level BPE trained on task text, ChatML template, exact round trips, determinism."""
 
 import json
 
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listopd.prompts import render_messages, render_prompt, target_text
-from listopd.tasks import Candidate, Task, write_tasks
-from listopd.tokenizer import (IM_END, IM_START, PAD, render_chatml, task_texts, train_tokenizer)
+from listopd.task.prompts import render_messages, render_prompt, target_text
+from listopd.task.tasks import Candidate, Task, write_tasks
+from listopd.task.tokenizer import (IM_END, IM_START, PAD, render_chatml, task_texts, train_tokenizer)
 
 ITEMS = [
     "Brightmoor Women's Striped Pleated Midi Skirt - Pink, Boho, Denim",

@@ -15,13 +15,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from listopd import checkpoint
-from listopd.errors import ListopdError
-from listopd.models import load_model
-from listopd.opd import run_opd
-from listopd.rollout import sample as real_sample
-from listopd.sft import run_sft
-from listopd.training import MetricsLog
+from listopd.train import checkpoint
+from listopd.util.errors import ListopdError
+from listopd.train.models import load_model
+from listopd.train.opd import run_opd
+from listopd.train.rollout import sample as real_sample
+from listopd.train.sft import run_sft
+from listopd.train.training import MetricsLog
 from trainer_fixtures import opd_config, sft_config, world  # noqa: F401
 
 
@@ -36,15 +36,15 @@ def final_weights(run) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------- λ = 1
 
 def plain_opd_reference(world, cfg, *, steps: int, make_opt):  # noqa: F811
-    """Plain on-policy distillation written out by hand, independent of listopd.loss and of
+    """Plain on-policy distillation written out by hand, independent of listopd.core.loss and of
     completion_logprobs: each sampled completion is scored by one unpadded full forward pass, and
 
         loss = −Σ_rows Σ_t (lp_teacher − lp_old)·lp_new / N,   lp_old = lp_new.detach(),  N = completion tokens
 
     then clip_grad_norm_(grad_clip) and the optimiser step. The rollout is reproduced with the trainer's
     generator seed (seed·1000 + rank 0) and data order (batch_indices)."""
-    from listopd.tasks import read_tasks
-    from listopd.training import batch_indices, encode_prompt
+    from listopd.task.tasks import read_tasks
+    from listopd.train.training import batch_indices, encode_prompt
 
     tok = world.tok
     torch.manual_seed(cfg.seed)
@@ -95,7 +95,7 @@ def record_rollouts(monkeypatch):
         seen.append(roll)
         return roll
 
-    monkeypatch.setattr("listopd.rollout.sample", recording_sample)
+    monkeypatch.setattr("listopd.train.rollout.sample", recording_sample)
     return seen
 
 
@@ -120,7 +120,7 @@ def test_lambda_one_matches_hand_written_plain_opd_weights(world, tmp_path, reco
     run_opd(cfg, quiet=True)
     trained = dict(load_model(tmp_path / "run" / "final").named_parameters())
 
-    def adamw(params):  # listopd.training.make_optimizer's settings, written out
+    def adamw(params):  # listopd.train.training.make_optimizer's settings, written out
         return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
 
     reference, rolls, grads, norms, _ = plain_opd_reference(world, cfg, steps=cfg.steps, make_opt=adamw)
@@ -169,7 +169,7 @@ def test_lambda_one_gradient_is_the_plain_opd_gradient(world, tmp_path, monkeypa
     frozen warm start, equal to π_old at step 1) the advantage doubles, so the pre-clip norm doubles and
     the clipped gradient keeps its direction."""
     recorder = _Recorder()
-    monkeypatch.setattr("listopd.training.make_optimizer", recorder)
+    monkeypatch.setattr("listopd.train.training.make_optimizer", recorder)
     cfg = opd_config(world, tmp_path / "l1", student=world.eos_student, steps=1, reward_scale=1.0,
                      clip_mode="none", lr=1e-3, grad_clip=0.05, batch_size=6, micro_batch_size=4)
     run_opd(cfg, quiet=True)
@@ -201,7 +201,7 @@ def other_eos_teacher(world, tmp_path_factory):  # noqa: F811
     """The teacher with the same vocabulary but a different EOS id (the PAD token as EOS)."""
     import shutil
 
-    from listopd.models import load_tokenizer
+    from listopd.train.models import load_tokenizer
 
     folder = tmp_path_factory.mktemp("other_eos") / "teacher"
     shutil.copytree(world.teacher, folder)
@@ -310,7 +310,7 @@ P, B, C = 0.95, 0.2, 5.0  # λ*(p, b, c) = 1.3812 < 1.5
 
 
 def _lambda_star():
-    from listopd.theory import lambda_star
+    from listopd.core.theory import lambda_star
 
     return float(lambda_star(P, B, C))
 
@@ -337,7 +337,7 @@ def test_cliff_refused_above_lambda_star(world, tmp_path, source, calibration): 
 
 
 def test_cliff_check_below_and_other_clip_modes(world, tmp_path, calibration):  # noqa: F811
-    from listopd.opd import cliff_check
+    from listopd.train.opd import cliff_check
 
     lam_star = _lambda_star()
     below = cliff_check(opd_config(world, tmp_path, reward_scale=1.2, clip_strength=C, calibration=calibration))
@@ -366,8 +366,8 @@ def test_allow_above_cliff_starts(world, tmp_path, source, calibration):  # noqa
 def test_guard_margin_stop_checkpoints_and_summarises(world, tmp_path, monkeypatch):  # noqa: F811
     """The rollout parse rate (judged by the contract) is 1 for three steps, then 0. With window 2 and
     margin 0.5 the windowed rate goes 1, 1, 1, 0.5 (not *more* than 0.5 below the best), 0 → stop at 5."""
-    from listopd.checkpoint import latest_checkpoint
-    from listopd.contract import Kind, RankingContract, Verdict
+    from listopd.train.checkpoint import latest_checkpoint
+    from listopd.task.contract import Kind, RankingContract, Verdict
 
     batch, calls = 4, []
 
@@ -406,7 +406,7 @@ def test_guard_margin_stop_checkpoints_and_summarises(world, tmp_path, monkeypat
 
 def _target_loglik(model_dir, tasks, tok) -> float:
     """Mean log-likelihood per target token (target + EOS, teacher-forced) of a model on tasks."""
-    from listopd.sft import collate, encode_example
+    from listopd.train.sft import collate, encode_example
 
     model = load_model(model_dir)
     ids, labels, mask = collate([encode_example(t, tok) for t in tasks], tok.pad_token_id)
@@ -418,8 +418,8 @@ def _target_loglik(model_dir, tasks, tok) -> float:
 
 def _teacher_lp_of_student_samples(student_dir, teacher_dir, tasks, tok, seed=0) -> float:
     """Mean log π_T per completion token of completions sampled (T = 1) from the student on `tasks`."""
-    from listopd.rollout import completion_logprobs
-    from listopd.training import encode_prompt
+    from listopd.train.rollout import completion_logprobs
+    from listopd.train.training import encode_prompt
 
     student, teacher = load_model(student_dir), load_model(teacher_dir)
     roll = real_sample(student, [encode_prompt(t, tok) for t in tasks], max_new_tokens=32,
@@ -440,11 +440,11 @@ def test_end_to_end_sft_then_opd_lambda_one(tmp_path):
     Note: at this budget neither model emits valid K=4 permutations under greedy decoding (the teacher's
     outputs are well-formed JSON with a repeated id), so the parse-rate check is 0 ≥ 0 here; the last
     check (mass on the contract-keeping class, position by position) is the one that can fail."""
-    from listopd.data.synth import make_synth_tasks
-    from listopd.opd import OPDConfig
-    from listopd.sft import SFTConfig
-    from listopd.tasks import write_tasks
-    from listopd.tokenizer import task_texts, train_tokenizer
+    from listopd.task.data.synth import make_synth_tasks
+    from listopd.train.opd import OPDConfig
+    from listopd.train.sft import SFTConfig
+    from listopd.task.tasks import write_tasks
+    from listopd.task.tokenizer import task_texts, train_tokenizer
 
     tasks = make_synth_tasks(n_items=60, n_users=120, history_len=1, min_history=1, k=4, seed=0)
     train = [t for t in tasks if t.split == "train"]
@@ -492,7 +492,7 @@ def test_end_to_end_sft_then_opd_lambda_one(tmp_path):
     # contract-keeping class at every position of the reference outputs (calibration's per-position mass;
     # the strict parse rate of sampled outputs is the product of such masses along the output). Read with
     # the OPD student as "teacher" and the warm start as "warm start": p = after, b = before.
-    from listopd.calibrate import calibrate
+    from listopd.experiment.calibrate import calibrate
 
     cal = calibrate(load_model(opd), load_model(warm), tok, val, c=5.0, sources=("reference",), n_boot=10)
     tail_after = sum(1 - x.p for x in cal.positions) / len(cal.positions)

@@ -2,7 +2,7 @@
 
 LoRA: the checkpoints hold only the adapter (`lora_A`/`lora_B` tensors), the base weights never move,
 resuming after a crash reproduces the uninterrupted run, and `final/` is a plain merged model (no adapter
-files) that `listopd.models.load_model` loads. bf16: 2 steps on the CPU under autocast give finite losses
+files) that `listopd.train.models.load_model` loads. bf16: 2 steps on the CPU under autocast give finite losses
 that differ slightly from float32 (so autocast really ran).
 """
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def _sft_cfg(world, out, **kw):
-    from listopd.sft import SFTConfig
+    from listopd.train.sft import SFTConfig
 
     base = dict(model="tiny-student", tokenizer=world.tok, tasks=world.tasks, out=str(out), steps=2, batch_size=4,
                 micro_batch_size=2, lr=1e-2, warmup_steps=0, eval_every=0, save_every=1, threads=1, seed=0)
@@ -29,7 +29,7 @@ def _sft_cfg(world, out, **kw):
 
 
 def _opd_cfg(world, out, **kw):
-    from listopd.opd import OPDConfig
+    from listopd.train.opd import OPDConfig
 
     base = dict(student=world.student, teacher=world.teacher, tasks=world.tasks, out=str(out), steps=2,
                 batch_size=4, micro_batch_size=2, max_new_tokens=12, reward_scale=1.25, lr=1e-2, eval_every=0,
@@ -75,7 +75,7 @@ def _check_adapter_checkpoints(run, n_layers=6):
 def _check_plain_export(run, reference):
     """final/ is a plain model: no adapter files, no lora tensors, the same tensor names and shapes as the
     model the run started from, loadable with load_model."""
-    from listopd.models import load_model
+    from listopd.train.models import load_model
 
     final = run / "final"
     assert not (final / "adapter_config.json").exists() and not (final / "adapter_model.safetensors").exists()
@@ -90,8 +90,8 @@ def _check_plain_export(run, reference):
 
 
 def test_sft_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):  # noqa: F811
-    from listopd.models import build_model, load_tokenizer
-    from listopd.sft import run_sft
+    from listopd.train.models import build_model, load_tokenizer
+    from listopd.train.sft import run_sft
 
     run = tmp_path / "sft_lora"
     cfg = _sft_cfg(dist_world, run, lora_r=4, lora_alpha=8)
@@ -116,8 +116,8 @@ def test_sft_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):  
 
 
 def test_opd_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):  # noqa: F811
-    from listopd.models import load_model
-    from listopd.opd import run_opd
+    from listopd.train.models import load_model
+    from listopd.train.opd import run_opd
 
     run = tmp_path / "opd_lora"
     cfg = _opd_cfg(dist_world, run, lora_r=4)
@@ -132,7 +132,7 @@ def test_opd_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):  
 
 
 def test_sft_bf16_two_steps(dist_world, tmp_path):  # noqa: F811
-    from listopd.sft import run_sft
+    from listopd.train.sft import run_sft
 
     run_sft(_sft_cfg(dist_world, tmp_path / "fp32", save_every=10), quiet=True)
     summary = run_sft(_sft_cfg(dist_world, tmp_path / "bf16", save_every=10, bf16=True), quiet=True)
@@ -148,7 +148,7 @@ def test_sft_bf16_two_steps(dist_world, tmp_path):  # noqa: F811
 
 
 def test_opd_bf16_two_steps(dist_world, tmp_path):  # noqa: F811
-    from listopd.opd import run_opd
+    from listopd.train.opd import run_opd
 
     summary = run_opd(_opd_cfg(dist_world, tmp_path / "bf16", bf16=True, save_every=10), quiet=True)
     assert summary["steps"] == 2

@@ -29,10 +29,10 @@ _CACHE: dict = {}
 def build_world(root: Path) -> SimpleNamespace:
     import torch
 
-    from listopd.data.synth import make_synth_tasks
-    from listopd.models import build_model
-    from listopd.tasks import write_tasks
-    from listopd.tokenizer import task_texts, train_tokenizer
+    from listopd.task.data.synth import make_synth_tasks
+    from listopd.train.models import build_model
+    from listopd.task.tasks import write_tasks
+    from listopd.task.tokenizer import task_texts, train_tokenizer
 
     root.mkdir(parents=True, exist_ok=True)
     tasks = make_synth_tasks(n_items=60, n_users=40, history_len=2, min_history=1, k=4, seed=0)
@@ -71,10 +71,10 @@ def _eos_prone_student(tok, target_logit: float = 4.0):
     `target_logit` after a prompt (P(EOS) ≈ 5% per step, varying with the context)."""
     import torch
 
-    from listopd.data.synth import make_synth_tasks
-    from listopd.models import build_model
-    from listopd.rollout import left_pad, position_ids
-    from listopd.training import encode_prompt
+    from listopd.task.data.synth import make_synth_tasks
+    from listopd.train.models import build_model
+    from listopd.train.rollout import left_pad, position_ids
+    from listopd.train.training import encode_prompt
 
     model = build_model("tiny-student", tok, seed=1)
     tasks = make_synth_tasks(n_items=60, n_users=40, history_len=2, min_history=1, k=4, seed=0)[:8]
@@ -99,7 +99,7 @@ def world(tmp_path_factory) -> SimpleNamespace:
 
 def opd_config(world, out, **overrides):
     """A small, fast OPDConfig on the world's tiny models (λ = 1, no validation, 8-token completions)."""
-    from listopd.opd import OPDConfig
+    from listopd.train.opd import OPDConfig
 
     base = dict(student=world.student, teacher=world.teacher, tasks=world.train, out=str(out),
                 steps=1, batch_size=4, micro_batch_size=2, max_new_tokens=8, lr=1e-3, eval_every=0,
@@ -111,7 +111,7 @@ def opd_config(world, out, **overrides):
 
 
 def sft_config(world, out, **overrides):
-    from listopd.sft import SFTConfig
+    from listopd.train.sft import SFTConfig
 
     base = dict(tasks=world.train, out=str(out), tokenizer=world.tok_dir, model="tiny-student", steps=6,
                 batch_size=4, micro_batch_size=2, lr=1e-3, warmup_steps=2, eval_every=0, save_every=2,

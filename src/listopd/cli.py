@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from listopd.errors import ListopdError
+from listopd.util.errors import ListopdError
 
 # name -> (module under listopd.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -33,13 +33,13 @@ def run(args) -> int:
 
     import torch
 
-    from listopd.calibrate import CALIBRATION_VERSION, calibrate, format_table, plot_roles
-    from listopd.errors import ListopdError
-    from listopd.io import atomic_write_json, json_safe
-    from listopd.models import check_same_vocabulary, load_model, load_tokenizer
-    from listopd import theory
-    from listopd.tasks import read_tasks
-    from listopd.training import generate_outputs
+    from listopd.experiment.calibrate import CALIBRATION_VERSION, calibrate, format_table, plot_roles
+    from listopd.util.errors import ListopdError
+    from listopd.util.io import atomic_write_json, json_safe
+    from listopd.train.models import check_same_vocabulary, load_model, load_tokenizer
+    from listopd.core import theory
+    from listopd.task.tasks import read_tasks
+    from listopd.train.training import generate_outputs
 
     theory.lambda_star_base_neutral(0.9, args.c)  # validates c
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())

@@ -16,7 +16,7 @@ from listopd.commands.argtypes import positive, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from listopd.constrained import DECODINGS
+    from listopd.experiment.constrained import DECODINGS
 
     p.add_argument("model", metavar="MODEL", help="model folder, .gguf file or smollm2-135m")
     p.add_argument("--tasks", required=True, help="task file (.jsonl or .jsonl.gz)")
@@ -60,11 +60,11 @@ def run(args) -> int:
 
     import torch
 
-    from listopd.constrained import run_baseline
-    from listopd.errors import ListopdError
-    from listopd.io import atomic_write_json, json_safe
-    from listopd.models import check_model_vocabulary, load_model, load_tokenizer
-    from listopd.tasks import read_tasks
+    from listopd.experiment.constrained import run_baseline
+    from listopd.util.errors import ListopdError
+    from listopd.util.io import atomic_write_json, json_safe
+    from listopd.train.models import check_model_vocabulary, load_model, load_tokenizer
+    from listopd.task.tasks import read_tasks
 
     if args.threads < 0:
         raise ListopdError(f"--threads must be ≥ 0, got {args.threads}")
@@ -81,7 +81,7 @@ def run(args) -> int:
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
         raise ListopdError(f"{args.model}: the tokenizer needs an EOS and a PAD token")
     if "json-schema" in args.decodings:
-        from listopd.constrained import _xgrammar
+        from listopd.experiment.constrained import _xgrammar
 
         _xgrammar()  # a missing engine is refused before any decoding
     greedy = args.temperature is None

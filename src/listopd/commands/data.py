@@ -19,8 +19,8 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from listopd.io import atomic_write_json
-from listopd.tasks import SPLITS, Task, read_tasks, write_tasks
+from listopd.util.io import atomic_write_json
+from listopd.task.tasks import SPLITS, Task, read_tasks, write_tasks
 
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
 
@@ -161,7 +161,7 @@ def format_summary(s: dict) -> str:
 # ---------------------------------------------------------------- subcommands
 
 def run_amazon(args: argparse.Namespace) -> int:
-    from listopd.data.amazon import format_stats, load_amazon
+    from listopd.task.data.amazon import format_stats, load_amazon
 
     tasks, stats = load_amazon(
         reviews=args.reviews, meta=args.meta, subset=args.subset, task=args.task,
@@ -183,7 +183,7 @@ def _print_written(paths: dict[str, str], out: Path) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from listopd.data.synth import SynthConfig, make_synth_tasks
+    from listopd.task.data.synth import SynthConfig, make_synth_tasks
 
     cfg = SynthConfig(n_items=args.n_items, n_users=args.n_users, tasks_per_user=args.tasks_per_user,
                       history_len=args.history_len, min_history=args.min_history, k=args.k,

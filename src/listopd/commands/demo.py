@@ -6,8 +6,8 @@ Re-running continues an interrupted demo (finished stages are skipped); --out pi
 
 from __future__ import annotations
 
-from listopd.config import add_config_arguments, load_config
-from listopd.demo import DemoConfig
+from listopd.util.config import add_config_arguments, load_config
+from listopd.experiment.demo import DemoConfig
 
 
 def add_arguments(parser) -> None:
@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from listopd.demo import headline, run_demo
+    from listopd.experiment.demo import headline, run_demo
 
     cfg = load_config(DemoConfig, args)
     result = run_demo(cfg)

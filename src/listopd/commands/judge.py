@@ -54,8 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def api_key_from_env(name: str | None, base_url: str) -> str | None:
-    from listopd.chat_client import is_loopback
-    from listopd.errors import ListopdError
+    from listopd.grading.chat_client import is_loopback
+    from listopd.util.errors import ListopdError
 
     if name is None:
         return None
@@ -70,12 +70,12 @@ def api_key_from_env(name: str | None, base_url: str) -> str | None:
 def run(args) -> int:
     import json
 
-    from listopd.chat_client import Budget, ChatClient, ResponseCache, normalise_endpoint
-    from listopd.io import atomic_write_json
-    from listopd.judge import format_summary, judge
-    from listopd.metrics import read_outputs
-    from listopd.rubric import load_rubric
-    from listopd.tasks import read_tasks
+    from listopd.grading.chat_client import Budget, ChatClient, ResponseCache, normalise_endpoint
+    from listopd.util.io import atomic_write_json
+    from listopd.grading.judge import format_summary, judge
+    from listopd.task.metrics import read_outputs
+    from listopd.grading.rubric import load_rubric
+    from listopd.task.tasks import read_tasks
 
     normalise_endpoint(args.base_url)  # validates the URL before any file is read
     key = api_key_from_env(args.api_key_env, args.base_url)

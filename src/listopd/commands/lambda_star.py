@@ -14,8 +14,8 @@ import argparse
 import json
 import math
 
-from listopd import theory
-from listopd.errors import ListopdError
+from listopd.core import theory
+from listopd.util.errors import ListopdError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

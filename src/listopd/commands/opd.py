@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 
-from listopd.config import add_config_arguments, load_config
-from listopd.opd import OPDConfig
+from listopd.util.config import add_config_arguments, load_config
+from listopd.train.opd import OPDConfig
 
 
 def add_arguments(parser) -> None:
@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from listopd.opd import run_opd
+    from listopd.train.opd import run_opd
 
     cfg = load_config(OPDConfig, args)
     summary = run_opd(cfg)

@@ -1,4 +1,4 @@
-"""Pre-registered tests of the predicted cliff λ* against a λ sweep (see listopd.prereg for the rules).
+"""Pre-registered tests of the predicted cliff λ* against a λ sweep (see listopd.experiment.prereg for the rules).
 
     listopd prereg lock SWEEP.yaml     # before any run: writes OUT/prereg.json (predictions, windows, hash)
     listopd prereg check SWEEP.yaml    # after the sweep: pass / fail per test, OUT/prereg_result.json
@@ -24,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from listopd import prereg
-    from listopd.sweep import load_sweep
+    from listopd.experiment import prereg
+    from listopd.experiment.sweep import load_sweep
 
     sweep = load_sweep(args.config)
     if sweep.prereg is None:

@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from listopd.errors import ListopdError
-    from listopd.report import build_report
+    from listopd.util.errors import ListopdError
+    from listopd.experiment.report import build_report
 
     if not Path(args.sweep_dir).is_dir():
         raise ListopdError(f"sweep folder not found: {args.sweep_dir}")

@@ -57,8 +57,8 @@ def format_table(result: dict) -> str:
 
 
 def run(args) -> int:
-    from listopd.metrics import read_outputs, score
-    from listopd.tasks import read_tasks
+    from listopd.task.metrics import read_outputs, score
+    from listopd.task.tasks import read_tasks
 
     tasks = read_tasks(args.tasks, allow_mixed_k=True)
     outputs = read_outputs(args.outputs, tasks)

@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from listopd.serve import serve
+    from listopd.serving.serve import serve
 
     return serve(args.model, host=args.host, port=args.port, model_name=args.served_model_name,
                  max_batch=args.max_batch, queue_size=args.queue_size, batch_window_ms=args.batch_window_ms,

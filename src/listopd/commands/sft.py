@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 
-from listopd.config import add_config_arguments, load_config
-from listopd.sft import SFTConfig
+from listopd.util.config import add_config_arguments, load_config
+from listopd.train.sft import SFTConfig
 
 
 def add_arguments(parser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from listopd.sft import run_sft
+    from listopd.train.sft import run_sft
 
     cfg = load_config(SFTConfig, args)
     summary = run_sft(cfg)

@@ -3,7 +3,7 @@
 For each clip strength c: per λ, the final student modal mass (mean ± spread over seeds), the predicted
 fixed point q_λ, whether the run left the clip-safe region, and the observed onset λ beside λ*(p, b, c).
 Onset: the smallest grid λ whose final modal mass overshoots the fixed point by more than --tolerance in
-logit space (see listopd.simulate). Every onset is reported with its step budget.
+logit space (see listopd.experiment.simulate). Every onset is reported with its step budget.
 
 Example:  listopd simulate --p 0.999 --b 0.9 --c 2 3 5 --lambdas 1:1.6:0.025 --plot sim.png
 """
@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from listopd.io import atomic_write_json
+from listopd.util.io import atomic_write_json
 
 
 def parse_grid(text: str) -> tuple[float, ...]:
@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from listopd.simulate import SimConfig, plot, simulate
+    from listopd.experiment.simulate import SimConfig, plot, simulate
 
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead
     seeds = args.seeds if args.seeds is not None else (1 if args.dynamics == "exact" else 3)
@@ -104,7 +104,7 @@ def format_table(result) -> str:
 
 def format_onset_summary(results) -> str:
     lines = ["", f"{'c':>6} {'λ*(p,b,c)':>10} {'λ*(p,c)':>9} {'onset per seed':>24} {'budget':>7}"]
-    from listopd import theory
+    from listopd.core import theory
 
     for r in results:
         onsets = ", ".join("none" if o is None else f"{o:g}" for o in r.onsets)

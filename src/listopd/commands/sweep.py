@@ -1,4 +1,4 @@
-"""Run a λ sweep: many ListOPD runs from one YAML file (out, base, grid, prereg; see listopd.sweep).
+"""Run a λ sweep: many ListOPD runs from one YAML file (out, base, grid, prereg; see listopd.experiment.sweep).
 
 Runs go one after another in a fixed order; each is an ordinary OPD run folder OUT/runs/NAME/ (an
 interrupted run resumes from its checkpoint) and, when finished, OUT/results/NAME.json. Re-running the
@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from listopd.errors import ListopdError
-    from listopd.sweep import check_lock, dry_run, load_sweep, run_sweep
+    from listopd.util.errors import ListopdError
+    from listopd.experiment.sweep import check_lock, dry_run, load_sweep, run_sweep
 
     sweep = load_sweep(args.config)
     if args.dry_run:

@@ -5,7 +5,7 @@
       tokenizer to DIR (tokenizer.json, tokenizer_config.json, chat_template.jinja), and prints the
       vocabulary size and the mean tokens per prompt and per target (target = answer + EOS)
 
-The same task files in the same order give an identical tokenizer.json. See listopd.tokenizer.
+The same task files in the same order give an identical tokenizer.json. See listopd.task.tokenizer.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from listopd.errors import ListopdError
-    from listopd.prompts import render_prompt, target_text
-    from listopd.tasks import read_tasks
-    from listopd.tokenizer import task_texts, train_tokenizer
+    from listopd.util.errors import ListopdError
+    from listopd.task.prompts import render_prompt, target_text
+    from listopd.task.tasks import read_tasks
+    from listopd.task.tokenizer import task_texts, train_tokenizer
 
     if args.vocab_size < 259:
         raise ListopdError(f"--vocab-size must be at least 259 (3 special tokens + 256 bytes), got {args.vocab_size}")

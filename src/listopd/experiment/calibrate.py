@@ -1,0 +1,355 @@
+"""Calibration: measure the teacher's modal mass p and the warm start's mass b on the contract-keeping
+class at every structural position of real outputs, and predict the cliff λ*(p, b, c).
+
+1. Outputs. For each task, contract-valid outputs are walked token by token: the reference ranking
+   (`target_text`) and, where it is valid, the teacher's greedy output. Each ends with EOS.
+2. Contract-keeping class. At a position with prefix text s, a vocabulary token v keeps the contract when
+   s + text(v) is still a viable prefix of a valid output (the contract automaton, advanced once per
+   position and tested against every token's text; cached per automaton state). EOS keeps the contract
+   exactly when s is already complete. Special tokens, and byte-level tokens that are only part of a UTF-8
+   character (their text holds U+FFFD), never keep it (a documented approximation: with ASCII ids and
+   JSON syntax such a token cannot be the next piece of a valid output).
+3. Masses. Teacher-forced, the teacher's and the warm start's next-token distributions at every output
+   position give p_t and b_t = their total probability on the keeping class.
+4. Roles. Each position is labelled by the role of the reference token there: open_brace, key, colon,
+   open_bracket, quote, id, separator, close_bracket, close_brace, whitespace, eos (a token spanning
+   several roles gets them joined with '+'; a tokenizer that merges `", "` gives quote+separator+quote).
+   Id positions are also numbered (id_1 … id_K): the keeping class shrinks as ids are used up.
+
+Aggregation (the rule, and why). Within a role the tail masses are averaged, p_role = 1 − mean(1 − p_t)
+and likewise b_role: the tail mass is the per-position probability of breaking the contract, the quantity
+the clip-safe ratio (1 − p)/(1 − q) is about, and its mean is dominated by the positions most likely to
+break — a geometric or median aggregate would hide them. The binding role is the role with the smallest
+λ*(p_role, b_role, c): the first class whose extrapolated fixed point leaves the clip-safe region as λ
+grows. Its (p, b) are the calibration's (p, b). The interval is a percentile bootstrap over tasks (the
+same resamples for p, b and λ*). Separately, the roles at which the warm start's own greedy outputs
+first break the contract are counted (the failure-dominant role), to compare with the binding role.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from listopd.core import theory
+
+CALIBRATION_VERSION = 1
+
+
+def read_calibration_file(path: str) -> dict:
+    """The JSON object of a calibration file (`listopd calibrate --out`), checked: "version" is
+    CALIBRATION_VERSION and p and b are numbers in (0, 1). InputError names the file and the field."""
+    import json
+    from pathlib import Path
+
+    from listopd.util.errors import InputError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("calibration file not found", path=path) from None
+    except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
+        raise InputError(f"not a calibration file (unreadable JSON: {e})", path=path) from None
+    if not isinstance(data, dict):
+        raise InputError("not a calibration file (a JSON object with version, p and b)", path=path)
+    if data.get("version") != CALIBRATION_VERSION:
+        raise InputError(f"expected {CALIBRATION_VERSION} (a calibration.json written by `listopd calibrate`); "
+                         f"got {data.get('version')!r}", path=path, field="version")
+    for key in ("p", "b"):
+        x = data.get(key)
+        if x is None:
+            raise InputError("missing: the calibration has no numbers p and b (no binding role?): nothing to "
+                             "predict", path=path, field=key)
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
+            raise InputError(f"expected a number in (0, 1); got {x!r}", path=path, field=key)
+    return data
+
+
+ROLE_OF_CHAR = {"{": "open_brace", "}": "close_brace", "[": "open_bracket", "]": "close_bracket",
+                ":": "colon", ",": "separator"}
+
+
+def char_roles(text: str) -> list[tuple[str, int | None]]:
+    """(role, id rank) of every character of a valid output; the rank (1..K) only on id characters."""
+    out, in_string, strings_seen = [], False, 0
+    for ch in text:
+        if in_string:
+            if ch == '"':
+                out.append(("quote", None))
+                in_string = False
+            elif strings_seen == 1:
+                out.append(("key", None))
+            else:
+                out.append(("id", strings_seen - 1))
+        elif ch == '"':
+            out.append(("quote", None))
+            in_string = True
+            strings_seen += 1
+        elif ch in " \t\n\r":
+            out.append(("whitespace", None))
+        else:
+            out.append((ROLE_OF_CHAR.get(ch, "other"), None))
+    return out
+
+
+def token_role(span: list[tuple[str, int | None]]) -> tuple[str, int | None]:
+    """One label for a token's characters (whitespace counts only when there is nothing else), and the
+    rank of the first id it touches."""
+    roles = [r for r, _ in span]
+    seen = [r for r in dict.fromkeys(roles) if r != "whitespace"] or ["whitespace"]
+    rank = next((k for _, k in span if k is not None), None)
+    return "+".join(seen), rank
+
+
+@dataclass
+class VocabularyText:
+    """Each token id's decoded text, and whether it can ever be part of a contract-valid output."""
+    texts: list[str]
+    usable: np.ndarray  # bool [V]
+    eos_id: int
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, width: int | None = None) -> "VocabularyText":
+        n = width or len(tokenizer)
+        special = set(tokenizer.all_special_ids)
+        texts, usable = [], np.zeros(n, dtype=bool)
+        for i in range(n):
+            if i >= len(tokenizer) or i in special:
+                texts.append("")
+                continue
+            t = tokenizer.decode([i], clean_up_tokenization_spaces=False)
+            texts.append(t)
+            usable[i] = bool(t) and "\ufffd" not in t
+        return cls(texts, usable, tokenizer.eos_token_id)
+
+    def keeping_mask(self, state) -> np.ndarray:
+        """bool [V]: tokens whose text keeps the contract after the automaton state; EOS iff complete."""
+        mask = state.viable_mask(self.texts) & self.usable
+        mask[self.eos_id] = bool(state.accepting)
+        return mask
+
+
+@dataclass
+class Position:
+    task: str
+    source: str  # "reference" or "teacher"
+    index: int  # token index within the output
+    role: str
+    id_rank: int | None  # 1..K at id positions
+    class_size: int  # tokens in the keeping class
+    p: float
+    b: float
+
+
+@dataclass
+class Calibration:
+    c: float
+    positions: list[Position]
+    failure_roles: Counter = field(default_factory=Counter)
+    n_boot: int = 1000
+    seed: int = 0
+
+    def role_table(self, positions=None) -> dict[str, dict]:
+        """Per role: n, p and b (1 − mean tail), λ*(p,b,c), λ*(p,c)."""
+        groups = defaultdict(list)
+        for pos in positions if positions is not None else self.positions:
+            groups[pos.role].append(pos)
+            if pos.id_rank is not None:
+                groups[f"id_{pos.id_rank}"].append(pos)
+        table = {}
+        for role, items in groups.items():
+            p = 1.0 - float(np.mean([1.0 - x.p for x in items]))
+            b = 1.0 - float(np.mean([1.0 - x.b for x in items]))
+            table[role] = {"n": len(items), "p": p, "b": b, "lambda_star": _safe_lambda_star(p, b, self.c),
+                           "lambda_star_base_neutral": _safe_lambda_star(p, 0.5, self.c)}
+        return table
+
+    def binding(self, table: dict[str, dict]) -> str | None:
+        """The role (not an id_k sub-role) with the smallest finite λ*."""
+        finite = {r: v["lambda_star"] for r, v in table.items()
+                  if not r.startswith("id_") and v["lambda_star"] is not None and math.isfinite(v["lambda_star"])}
+        return min(finite, key=finite.get) if finite else None
+
+    def summary(self) -> dict:
+        table = self.role_table()
+        role = self.binding(table)
+        out = {"version": CALIBRATION_VERSION, "c": self.c, "binding_role": role, "roles": table,
+               "n_tasks": len({p.task for p in self.positions}), "n_positions": len(self.positions),
+               "aggregation": "per role: p = 1 − mean over positions of the teacher's tail mass (b likewise); "
+                              "binding role = smallest λ*(p, b, c); interval: percentile bootstrap over tasks",
+               "failure_roles": dict(self.failure_roles.most_common())}
+        if role is None:
+            out.update({"p": None, "b": None, "lambda_star": None, "lambda_star_base_neutral": None})
+            return out
+        p, b = table[role]["p"], table[role]["b"]
+        out.update({"p": p, "b": b, "lambda_star": table[role]["lambda_star"],
+                    "lambda_star_base_neutral": table[role]["lambda_star_base_neutral"]})
+        out.update(self._bootstrap(role))
+        return out
+
+    def _bootstrap(self, role: str) -> dict:
+        by_task = defaultdict(list)
+        for pos in self.positions:
+            if pos.role == role:
+                by_task[pos.task].append(pos)
+        tasks = list(by_task)
+        rng = np.random.default_rng(self.seed)
+        p_tail = [np.array([1 - x.p for x in by_task[t]]) for t in tasks]
+        b_tail = [np.array([1 - x.b for x in by_task[t]]) for t in tasks]
+        ps, bs, lams, lams0 = [], [], [], []
+        for _ in range(self.n_boot):
+            pick = rng.integers(0, len(tasks), len(tasks))
+            p = 1 - float(np.concatenate([p_tail[i] for i in pick]).mean())
+            b = 1 - float(np.concatenate([b_tail[i] for i in pick]).mean())
+            ps.append(p)
+            bs.append(b)
+            lams.append(_safe_lambda_star(p, b, self.c))
+            lams0.append(_safe_lambda_star(p, 0.5, self.c))
+
+        def ci(values):
+            v = np.array([x if x is not None else np.nan for x in values], dtype=float)
+            v = v[np.isfinite(v)]
+            return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else None
+
+        return {"p_ci": ci(ps), "b_ci": ci(bs), "lambda_star_ci": ci(lams),
+                "lambda_star_base_neutral_ci": ci(lams0), "n_boot": self.n_boot}
+
+
+def _safe_lambda_star(p: float, b: float, c: float) -> float | None:
+    """λ*(p, b, c), or None where undefined (p or b at 0/1 in float, p == b)."""
+    try:
+        return float(theory.lambda_star(p, b, c))
+    except ValueError:
+        return None
+
+
+def _next_token_probs(model, prompt_ids: list[int], output_ids: list[int]):
+    """[len(output), V] next-token probabilities at each output position (teacher-forced), float64."""
+    import torch
+
+    ids = torch.tensor([prompt_ids + output_ids[:-1]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(output_ids)).logits[0]
+    return torch.softmax(logits.double(), dim=-1).numpy()
+
+
+def walk_output(contract, vocab: VocabularyText, tokenizer, output_ids: list[int]):
+    """For each output token: (keeping mask, role, id rank). The output must be contract-valid."""
+    full = tokenizer.decode(output_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    roles = char_roles(full)
+    steps, offset, state = [], 0, contract.start()
+    for t, tok in enumerate(output_ids):
+        mask = vocab.keeping_mask(state)
+        if tok == vocab.eos_id:
+            role, rank = "eos", None
+        else:
+            piece = vocab.texts[tok]
+            role, rank = token_role(roles[offset:offset + len(piece)])
+            offset += len(piece)
+            state = state.feed(piece)
+            if state is None:
+                raise ValueError(f"output is not contract-valid at token {t}: {full!r}")
+        steps.append((mask, role, rank))
+    return steps
+
+
+def calibrate(teacher, warm_start, tokenizer, tasks, *, c: float, sources=("reference", "teacher"),
+              warm_outputs: dict[str, str] | None = None, max_new_tokens: int = 64, n_boot: int = 1000,
+              seed: int = 0, progress=None) -> Calibration:
+    """Measure p_t and b_t at every position of every valid output of every task (see module docstring).
+
+    `warm_outputs` (task id -> the warm start's own output) adds the failure-role counts."""
+    from listopd.task.contract import RankingContract
+    from listopd.task.prompts import target_text
+    from listopd.train.training import encode_prompt, generate_outputs
+
+    width = teacher.get_output_embeddings().weight.shape[0]
+    vocab = VocabularyText.from_tokenizer(tokenizer, width=width)
+    teacher_out = (generate_outputs(teacher, tokenizer, tasks, max_new_tokens=max_new_tokens)
+                   if "teacher" in sources else {})
+    positions, failures = [], Counter()
+    for n, task in enumerate(tasks):
+        contract = RankingContract.for_task(task)
+        prompt = encode_prompt(task, tokenizer)
+        outputs = {"reference": target_text(task)} if "reference" in sources else {}
+        if "teacher" in sources and contract.judge(teacher_out[task.id]).ok:
+            outputs["teacher"] = teacher_out[task.id]
+        for source, text in outputs.items():
+            out_ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+            steps = walk_output(contract, vocab, tokenizer, out_ids)
+            pt = _next_token_probs(teacher, prompt, out_ids)
+            pb = _next_token_probs(warm_start, prompt, out_ids)
+            for t, (mask, role, rank) in enumerate(steps):
+                positions.append(Position(task.id, source, t, role, rank, int(mask.sum()),
+                                          float(pt[t, :len(mask)][mask].sum()), float(pb[t, :len(mask)][mask].sum())))
+        if warm_outputs is not None:
+            failures[failure_role(contract, warm_outputs[task.id])] += 1
+        if progress is not None:
+            progress(n + 1, len(tasks))
+    return Calibration(c=c, positions=positions, failure_roles=failures, n_boot=n_boot, seed=seed)
+
+
+def failure_role(contract, text: str) -> str:
+    """Where a warm-start output first breaks the contract: 'ok', or the failure kind with the number of
+    the list entry it broke at (e.g. 'duplicate_id@id_7': the 7th entry repeated an id)."""
+    verdict = contract.judge(text)
+    if verdict.ok:
+        return "ok"
+    if verdict.kind in ("duplicate_id", "unknown_id", "missing_id", "wrong_shape") and verdict.position is not None:
+        before = text[:verdict.position]
+        entry = before.count('"') // 2  # complete strings before the break: the key, then ids
+        return f"{verdict.kind}@id_{entry}" if entry >= 1 else str(verdict.kind)
+    return str(verdict.kind)
+
+
+def format_table(summary: dict) -> str:
+    """The per-role table, binding role first marked with '*'."""
+    c = summary["c"]
+    lines = [f"{'role':<22} {'n':>6} {'p (teacher)':>12} {'b (warm)':>12} {f'λ*(p,b,c={c:g})':>16} {'λ*(p,c)':>9}"]
+
+    def fmt(x):
+        return "—" if x is None else ("inf" if math.isinf(x) else f"{x:.4f}")
+
+    for role, v in sorted(summary["roles"].items(), key=lambda kv: (kv[0].startswith("id_"), kv[0])):
+        mark = "*" if role == summary["binding_role"] else " "
+        lines.append(f"{mark}{role:<21} {v['n']:>6} {v['p']:>12.6f} {v['b']:>12.6f} "
+                     f"{fmt(v['lambda_star']):>16} {fmt(v['lambda_star_base_neutral']):>9}")
+    return "\n".join(lines)
+
+
+def plot_roles(summary: dict, path: str) -> None:
+    """Bar chart of λ*(p, b, c) and λ*(p, c) per role (roles without a finite λ* are left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    roles = [r for r, v in summary["roles"].items()
+             if v["lambda_star_base_neutral"] is not None and math.isfinite(v["lambda_star_base_neutral"])]
+    roles.sort(key=lambda r: summary["roles"][r]["lambda_star_base_neutral"])
+    x = np.arange(len(roles))
+    def finite_or_nan(v):
+        return v if v is not None and math.isfinite(v) else np.nan
+
+    lam = [finite_or_nan(summary["roles"][r]["lambda_star"]) for r in roles]
+    lam0 = [finite_or_nan(summary["roles"][r]["lambda_star_base_neutral"]) for r in roles]
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(roles) + 2), 4.2))
+    ax.bar(x - 0.2, lam, 0.4, label="λ*(p, b, c)")
+    ax.bar(x + 0.2, lam0, 0.4, label="λ*(p, c), base-neutral")
+    if summary.get("lambda_star") is not None:
+        ax.axhline(summary["lambda_star"], color="C3", ls=":",
+                   label=f"predicted λ* = {summary['lambda_star']:.3f} ({summary['binding_role']})")
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_xticks(x, roles, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("λ* (extrapolation cliff; bars cut at 4, missing = ∞)")
+    finite = [v for v in lam + lam0 if v == v and math.isfinite(v)]
+    if finite:
+        ax.set_ylim(0.9, min(max(finite) * 1.05, 4.0))
+    ax.set_title(f"cliff per structural role, c = {summary['c']:g} ({summary['n_tasks']} tasks)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,528 @@
+"""Pre-registered tests of the closed-form cliff λ* against a λ sweep (BRIEF §7).
+
+`listopd prereg lock SWEEP.yaml` writes OUT/prereg.json before any run of the sweep exists; `listopd prereg
+check SWEEP.yaml` evaluates the locked predictions on the finished runs and writes OUT/prereg_result.json.
+
+The `prereg:` section of the sweep YAML (all three tests are optional, at least one is required):
+
+    prereg:
+      calibration: runs/calibration/calibration.json  # `listopd calibrate` output: top-level p and b
+      onset_threshold: 0.5         # onset: final validation strict parse rate below this …
+      onset_drop: 0.3              # … or lower than at the grid point below by more than this (null: off)
+      lambda_star_form: pb         # pb: λ*(p, b, c) (default); base_neutral: λ*(p, c) = λ*(p, 1/2, c)
+      min_seeds_with_onset: null   # seeds that must show an onset in tests 1 and 3 (null: all of them)
+      fine_grid: {clip: 5, budget: 200}                                  # test 1
+      budget_extension: {clip: 5, budgets: [200, 800], rule: median}    # test 2 (rule: median | per_seed)
+      small_clip: {clip: 2, budget: 200}                                 # test 3
+
+Each test selects the grid points with its clip strength c and budget(s) T from the sweep grid (the union of
+its blocks), so each test can have its own λ list and seeds. For one (c, T, seed) the onset and its bracket
+(λ_{i−1}, λ_i] are `listopd.experiment.sweep.find_onset` (threshold and drop rules above). The grid step h of a test
+is `listopd.experiment.sweep.grid_step` of its λ list (the median gap; exact for a uniform grid). λ* below is the
+locked prediction λ*(p, b, c) (or λ*(p, c) with lambda_star_form: base_neutral) from the calibrated p, b.
+
+Locked predictions:
+  (1) fine_grid, at (c, T): at least `min_seeds_with_onset` of the seeds show an onset, and the union of
+      their brackets, the closed interval [min over seeds of λ_{i−1}, max over seeds of λ_i], contains λ*.
+  (2) budget_extension, at c with budgets T1 < T2, over the seeds run at both: with rule "median", the
+      lower median over seeds of the onset at T2 is ≤ that at T1 and ≥ λ* − h (h: the grid step at T2);
+      with rule "per_seed", the same holds for every seed. No onset on the grid counts as +∞ (it lies
+      above the grid), so an onset at T2 must exist. (The simulator's finding: a finite budget shifts the
+      onset up, and it approaches λ* from above as the budget grows.)
+  (3) small_clip, at the smaller (c, T): the seeds' union bracket (as in 1) contains λ*(c) within one grid
+      step, i.e. it intersects the window [λ* − h, λ* + h].
+In tests 1 and 3 an onset at the lowest grid point (no lower bracket end) fails the test: the grid did not
+resolve that onset. Seeds whose onset is undetermined (a missing result below any onset, --partial only)
+make a test "incomplete".
+
+Lock refuses when any run folder or result file already exists, when the calibration has no (p, b), and when
+a test's grid cannot possibly pass (λ* or the window outside the test's λ range). prereg.json holds the
+calibration (p, b, its file's sha256), λ*(p, b, c) and λ*(p, c) for every clip in the grid, the onset
+definition, the grid (every run with λ, c, T, seed), seeds, budgets, every test's points, prediction and
+window, the sweep config and its hash, the UTC lock time, and `content_sha256` over all of that.
+
+Check refuses (ListopdError: one line, exit 2) when prereg.json is missing, its content hash does not match
+(it was edited), the sweep config differs from the locked one, a result was made under another config, any
+run started before the lock (late lock), or runs have no result yet (unless `partial`). Otherwise it returns
+each test's status (pass / fail / incomplete) with the numbers behind it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from datetime import timezone
+from pathlib import Path
+
+from listopd.util.errors import InputError, ListopdError
+from listopd.experiment.sweep import (Onset, Sweep, grid_step, onset_definition, onset_table, parse_time, read_json,
+                           result_rates, sha256_of, utc_now)
+
+PREREG_VERSION = 1
+KEYS = ("calibration", "onset_threshold", "onset_drop", "lambda_star_form", "min_seeds_with_onset",
+        "fine_grid", "budget_extension", "small_clip")
+TESTS = ("fine_grid", "budget_extension", "small_clip")
+TEST_KEYS = {"fine_grid": ("clip", "budget"), "budget_extension": ("clip", "budgets", "rule"),
+             "small_clip": ("clip", "budget")}
+FORMS = ("pb", "base_neutral")
+RULES = ("median", "per_seed")
+
+
+class PreregRefusal(ListopdError):
+    """check or lock will not proceed; the message says why in one line."""
+
+
+# ----------------------------------------------------------------------------------------- the section
+
+@dataclass
+class PreregSpec:
+    calibration: str
+    onset_threshold: float
+    onset_drop: float | None
+    lambda_star_form: str
+    min_seeds_with_onset: int | None
+    fine_grid: dict | None
+    budget_extension: dict | None
+    small_clip: dict | None
+
+
+def _number(value, where: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value <= hi:
+        raise ListopdError(f"{where}: expected a number in ({lo:g}, {hi:g}]; got {value!r}")
+    return float(value)
+
+
+def _integer(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ListopdError(f"{where}: expected an integer ≥ 1; got {value!r}")
+    return value
+
+
+def _series(points: list[dict], clip: float, budget: int) -> dict[int, list[float]]:
+    """seed → λ list of the grid points at (c, T)."""
+    out: dict[int, list[float]] = {}
+    for p in points:
+        if p["clip_strength"] == clip and p["steps"] == budget:
+            out.setdefault(p["seed"], []).append(p["reward_scale"])
+    return out
+
+
+def _require_series(points, clip, budget, where: str) -> dict[int, list[float]]:
+    series = _series(points, clip, budget)
+    if not series:
+        raise ListopdError(f"{where}: the grid has no runs with clip_strength {clip:g} and steps {budget}")
+    short = [s for s, lams in series.items() if len(lams) < 2]
+    if short:
+        raise ListopdError(f"{where}: seed(s) {short} at clip_strength {clip:g}, steps {budget} have fewer than "
+                           f"two λ values: no onset bracket is possible")
+    return series
+
+
+def _parse_test(name: str, value, points: list[dict], where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ListopdError(f"{where}: must be a mapping with keys {', '.join(TEST_KEYS[name])}")
+    unknown = sorted(set(value) - set(TEST_KEYS[name]))
+    if unknown:
+        raise ListopdError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                           f"known: {', '.join(TEST_KEYS[name])}")
+    if "clip" not in value:
+        raise ListopdError(f"{where}: 'clip' is required")
+    clip = _number(value["clip"], f"{where}: clip", 1.0, math.inf)
+    if name != "budget_extension":
+        budget = _integer(value.get("budget"), f"{where}: budget")
+        _require_series(points, clip, budget, where)
+        return {"clip": clip, "budget": budget}
+    budgets = value.get("budgets")
+    if not isinstance(budgets, list) or len(budgets) != 2:
+        raise ListopdError(f"{where}: budgets must be a list of two step budgets [T1, T2]; got {budgets!r}")
+    t1, t2 = sorted(_integer(t, f"{where}: budgets") for t in budgets)
+    if t1 == t2:
+        raise ListopdError(f"{where}: the two budgets must differ; got {budgets!r}")
+    rule = value.get("rule", "median")
+    if rule not in RULES:
+        raise ListopdError(f"{where}: rule must be one of {', '.join(RULES)}; got {rule!r}")
+    s1 = _require_series(points, clip, t1, where)
+    s2 = _require_series(points, clip, t2, where)
+    if not set(s1) & set(s2):
+        raise ListopdError(f"{where}: no seed is run at both budgets {t1} and {t2}")
+    return {"clip": clip, "budgets": [t1, t2], "rule": rule}
+
+
+def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
+    """Check a `prereg:` section against the sweep's runs (Run objects or their point dicts)."""
+    points = [r if isinstance(r, dict) else r.point() for r in runs]
+    if not isinstance(section, dict):
+        raise ListopdError(f"{source}: must be a mapping")
+    unknown = sorted(set(section) - set(KEYS))
+    if unknown:
+        raise ListopdError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(KEYS)}")
+    calibration = section.get("calibration")
+    if not isinstance(calibration, str) or not calibration:
+        raise ListopdError(f"{source}: 'calibration' (the calibration.json to predict from) is required")
+    if "onset_threshold" not in section:
+        raise ListopdError(f"{source}: 'onset_threshold' is required (the onset definition is locked)")
+    threshold = _number(section["onset_threshold"], f"{source}: onset_threshold", 0.0, 1.0)
+    drop = section.get("onset_drop")
+    drop = None if drop is None else _number(drop, f"{source}: onset_drop", 0.0, 1.0)
+    form = section.get("lambda_star_form", "pb")
+    if form not in FORMS:
+        raise ListopdError(f"{source}: lambda_star_form must be one of {', '.join(FORMS)}; got {form!r}")
+    min_seeds = section.get("min_seeds_with_onset")
+    min_seeds = None if min_seeds is None else _integer(min_seeds, f"{source}: min_seeds_with_onset")
+    tests = {name: _parse_test(name, section[name], points, f"{source}: {name}")
+             for name in TESTS if section.get(name) is not None}
+    if not tests:
+        raise ListopdError(f"{source}: register at least one of the tests {', '.join(TESTS)}")
+    if min_seeds is not None:
+        for name in ("fine_grid", "small_clip"):
+            if name in tests:
+                n = len(_series(points, tests[name]["clip"], tests[name]["budget"]))
+                if min_seeds > n:
+                    raise ListopdError(f"{source}: min_seeds_with_onset {min_seeds} exceeds the {n} seed(s) "
+                                       f"of {name}")
+    return PreregSpec(calibration, threshold, drop, form, min_seeds, tests.get("fine_grid"),
+                      tests.get("budget_extension"), tests.get("small_clip"))
+
+
+# ------------------------------------------------------------------------------------------------ lock
+
+def read_calibration(path: str) -> dict:
+    """p, b and the context of a calibration.json (refuses one without a binding role)."""
+    from listopd.experiment.calibrate import read_calibration_file
+
+    data = read_calibration_file(path)
+    p, b = data["p"], data["b"]
+    data_bytes = Path(path).read_bytes()
+    return {"path": path, "sha256": hashlib.sha256(data_bytes).hexdigest(), "p": float(p), "b": float(b),
+            "c": data.get("c"), "lambda_star": data.get("lambda_star"),
+            "lambda_star_ci": data.get("lambda_star_ci"), "binding_role": data.get("binding_role")}
+
+
+def _lambda_stars(p: float, b: float, c: float) -> dict:
+    from listopd.core import theory
+
+    def finite(x):
+        return float(x) if math.isfinite(x) else None
+
+    return {"c": c, "lambda_star_pb": finite(theory.lambda_star(p, b, c)),
+            "lambda_star_base_neutral": finite(theory.lambda_star_base_neutral(p, c))}
+
+
+def existing_runs(out: Path) -> list[Path]:
+    """Run folders under OUT/runs and result files under OUT/results."""
+    found = []
+    if (out / "runs").is_dir():
+        found += sorted((out / "runs").iterdir())
+    if (out / "results").is_dir():
+        found += sorted((out / "results").glob("*.json"))
+    return found
+
+
+def _test_points(points, clip, budgets) -> list[dict]:
+    return [p for p in points if p["clip_strength"] == clip and p["steps"] in budgets]
+
+
+def _bracket_test(name: str, test: dict, points: list[dict], lam_star: float, min_seeds: int | None,
+                  where: str) -> dict:
+    """The locked form of test 1 (fine_grid) or 3 (small_clip)."""
+    clip, budget = test["clip"], test["budget"]
+    chosen = _test_points(points, clip, [budget])
+    lambdas = sorted({p["reward_scale"] for p in chosen})
+    seeds = sorted({p["seed"] for p in chosen})
+    need = min_seeds or len(seeds)
+    h = grid_step(lambdas)
+    if name == "fine_grid":
+        window = [lam_star, lam_star]
+        reachable = lambdas[0] <= lam_star <= lambdas[-1]
+        prediction = (f"at c = {clip:g}, T = {budget}: at least {need} of {len(seeds)} seeds show an onset and the "
+                      f"union of their brackets [min λ_(i−1), max λ_i] contains λ* = {lam_star:.6g}")
+    else:
+        window = [lam_star - h, lam_star + h]
+        reachable = window[0] <= lambdas[-1] and window[1] >= lambdas[0]
+        prediction = (f"at c = {clip:g}, T = {budget}: at least {need} of {len(seeds)} seeds show an onset and the "
+                      f"union of their brackets intersects [λ* − h, λ* + h] = [{window[0]:.6g}, {window[1]:.6g}] "
+                      f"(λ* = {lam_star:.6g}, grid step h = {h:.6g})")
+    if not reachable:
+        raise PreregRefusal(f"{where}: the λ grid [{lambdas[0]:g}, {lambdas[-1]:g}] at c = {clip:g}, T = {budget} "
+                            f"cannot pass: the prediction window is [{window[0]:.6g}, {window[1]:.6g}]")
+    return {"clip": clip, "budget": budget, "lambda_star": lam_star, "grid_step": h, "window": window,
+            "lambdas": lambdas, "seeds": seeds, "min_seeds_with_onset": need,
+            "unresolved_lowest_onset": "fails the test", "prediction": prediction, "points": chosen}
+
+
+def _budget_test(test: dict, points: list[dict], lam_star: float, where: str) -> dict:
+    """The locked form of test 2 (budget_extension)."""
+    clip, (t1, t2), rule = test["clip"], test["budgets"], test["rule"]
+    seeds = sorted(set(_series(points, clip, t1)) & set(_series(points, clip, t2)))
+    chosen = [p for p in _test_points(points, clip, [t1, t2]) if p["seed"] in seeds]
+    lambdas2 = sorted({p["reward_scale"] for p in chosen if p["steps"] == t2})
+    h = grid_step(lambdas2)
+    lower = lam_star - h
+    if lower > lambdas2[-1]:
+        raise PreregRefusal(f"{where}: the λ grid at T2 = {t2} ends at {lambdas2[-1]:g}, "
+                            f"below λ* − h = {lower:.6g}")
+    who = "the lower median over seeds of the onset" if rule == "median" else "for every seed, the onset"
+    prediction = (f"at c = {clip:g}: {who} at T2 = {t2} is ≤ the one at T1 = {t1} and ≥ λ* − h = {lower:.6g} "
+                  f"(λ* = {lam_star:.6g}, grid step at T2 h = {h:.6g}); no onset on the grid counts as +∞")
+    return {"clip": clip, "budgets": [t1, t2], "rule": rule, "lambda_star": lam_star, "grid_step": h,
+            "window": [lower, None], "seeds": seeds,
+            "lambdas": {str(t): sorted({p["reward_scale"] for p in chosen if p["steps"] == t}) for t in (t1, t2)},
+            "prediction": prediction, "points": chosen}
+
+
+def build_lock(sweep: Sweep, *, locked_at: str | None = None) -> dict:
+    """The content of prereg.json (with its content_sha256)."""
+    spec: PreregSpec | None = sweep.prereg
+    if spec is None:
+        raise PreregRefusal(f"{sweep.path} has no prereg: section")
+    where = f"{sweep.path}: prereg"
+    cal = read_calibration(spec.calibration)
+    points = [r.point() for r in sweep.runs]
+    clips = sorted({p["clip_strength"] for p in points})
+    predictions = [_lambda_stars(cal["p"], cal["b"], c) for c in clips]
+    key = "lambda_star_pb" if spec.lambda_star_form == "pb" else "lambda_star_base_neutral"
+    lam_star = {row["c"]: row[key] for row in predictions}
+
+    def predicted(test_name: str, clip: float) -> float:
+        value = lam_star[clip]
+        if value is None:
+            raise PreregRefusal(f"{where}: {test_name}: the calibration (p = {cal['p']:g}, b = {cal['b']:g}) predicts "
+                                f"no cliff at c = {clip:g} (λ* = +∞): nothing to test")
+        return value
+
+    tests = {}
+    for name in TESTS:
+        test = getattr(spec, name)
+        if test is None:
+            continue
+        ls = predicted(name, test["clip"])
+        tests[name] = (_budget_test(test, points, ls, f"{where}: {name}") if name == "budget_extension" else
+                       _bracket_test(name, test, points, ls, spec.min_seeds_with_onset, f"{where}: {name}"))
+    content = {
+        "version": PREREG_VERSION, "locked_at": locked_at or utc_now(),
+        "sweep_config_file": sweep.path, "sweep_config_hash": sweep.config_hash, "sweep_config": sweep.raw,
+        "calibration": cal, "lambda_star_form": spec.lambda_star_form, "lambda_star": predictions,
+        "onset": {"threshold": spec.onset_threshold, "drop": spec.onset_drop,
+                  "metric": "summary.val_strict_parse_rate (final validation)",
+                  "definition": onset_definition(spec.onset_threshold, spec.onset_drop)},
+        "grid": points, "seeds": sorted({p["seed"] for p in points}),
+        "budgets": sorted({p["steps"] for p in points}), "clips": clips,
+        "tests": tests,
+    }
+    content = json.loads(json.dumps(content, default=str))  # hash exactly what the file will read back as
+    content["content_sha256"] = sha256_of(content)
+    return content
+
+
+def lock(sweep: Sweep) -> dict:
+    """Write OUT/prereg.json; refuses once any run folder or result file exists."""
+    from listopd.util.io import atomic_write_json
+
+    found = existing_runs(sweep.out)
+    if found:
+        raise PreregRefusal(f"cannot lock: {len(found)} run folder(s) or result file(s) already exist "
+                            f"(e.g. {found[0]}); a pre-registration must come before any run")
+    content = build_lock(sweep)
+    atomic_write_json(sweep.out / "prereg.json", content)
+    return content
+
+
+# ----------------------------------------------------------------------------------------------- check
+
+def _aware(text: str):
+    t = parse_time(text)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def verify_lock(sweep: Sweep) -> dict:
+    """The locked content, after the missing / tampered / changed-config checks."""
+    path = sweep.out / "prereg.json"
+    locked = read_json(path)
+    if locked is None:
+        raise PreregRefusal(f"{path} is missing: nothing was pre-registered (listopd prereg lock {sweep.path})")
+    body = {k: v for k, v in locked.items() if k != "content_sha256"}
+    if sha256_of(body) != locked.get("content_sha256"):
+        raise PreregRefusal(f"{path} was modified after locking: its content does not match its content_sha256")
+    if locked.get("version") != PREREG_VERSION:
+        raise InputError(f"expected {PREREG_VERSION} (written by this listopd's `prereg lock`); got "
+                         f"{locked.get('version')!r}", path=str(path), field="version")
+    if locked.get("sweep_config_hash") != sweep.config_hash:
+        raise PreregRefusal(f"{sweep.path} differs from the sweep config locked in {path} "
+                            f"(sha256 {sweep.config_hash[:12]} ≠ {str(locked.get('sweep_config_hash'))[:12]})")
+    return locked
+
+
+def check_runs(sweep: Sweep, locked: dict, *, partial: bool) -> list[str]:
+    """Refuse late starts and foreign results; return the names of runs without a result (refused unless
+    `partial`)."""
+    lock_time = _aware(locked["locked_at"])
+    missing = []
+    for point in locked["grid"]:
+        name = point["name"]
+        result = read_json(sweep.out / "results" / f"{name}.json")
+        marker = read_json(sweep.out / "runs" / name / "sweep_run.json")
+        if result is not None and result.get("sweep_config_hash") != locked["sweep_config_hash"]:
+            raise PreregRefusal(f"result {name} was made under a different sweep config")
+        for record in (result, marker):
+            if record is not None and record.get("started_at") and _aware(record["started_at"]) < lock_time:
+                raise PreregRefusal(f"late lock: run {name} started at {record['started_at']}, before the lock at "
+                                    f"{locked['locked_at']}")
+        if result is None:
+            missing.append(name)
+    if missing and not partial:
+        shown = ", ".join(missing[:5]) + (f", … ({len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise PreregRefusal(f"{len(missing)} of {len(locked['grid'])} runs have no result yet: {shown} "
+                            f"(--partial evaluates what exists)")
+    return missing
+
+
+def _onset_row(seed: int, o: Onset) -> dict:
+    return {"seed": seed, "onset": o.lam, "bracket": [o.lower, o.lam] if o.lam is not None else None,
+            "rule": o.rule, "complete": o.complete}
+
+
+def _evaluate_bracket(test: dict, table: dict) -> dict:
+    """Tests 1 and 3: the seeds' union bracket against the window."""
+    key = (test["clip"], test["budget"])
+    onsets = {s: table[(*key, s)] for s in test["seeds"]}
+    rows = [_onset_row(s, o) for s, o in onsets.items()]
+    out = {"status": None, "seeds": rows, "observed": None, "window": test["window"],
+           "predicted": test["lambda_star"]}
+    if any(not o.complete for o in onsets.values()):
+        return {**out, "status": "incomplete", "detail": "some seeds' onsets are undetermined (missing results)"}
+    found = {s: o for s, o in onsets.items() if o.lam is not None}
+    if len(found) < test["min_seeds_with_onset"]:
+        return {**out, "status": "fail", "detail": f"{len(found)} of {len(onsets)} seeds show an onset "
+                                                   f"(need {test['min_seeds_with_onset']})"}
+    unresolved = [s for s, o in found.items() if o.lower is None]
+    if unresolved:
+        return {**out, "status": "fail", "detail": f"seed(s) {unresolved} collapse at the lowest grid point: "
+                                                   f"the bracket has no lower end"}
+    lo, hi = min(o.lower for o in found.values()), max(o.lam for o in found.values())
+    w0, w1 = test["window"]
+    ok = lo <= w1 and hi >= w0
+    what = (f"[{lo:g}, {hi:g}] {'contains' if ok else 'does not contain'} λ* = {w0:.6g}" if w0 == w1 else
+            f"[{lo:g}, {hi:g}] {'intersects' if ok else 'misses'} [{w0:.6g}, {w1:.6g}]")
+    return {**out, "status": "pass" if ok else "fail", "observed": [lo, hi], "detail": what}
+
+
+def _value(o: Onset) -> float:
+    return o.lam if o.lam is not None else math.inf
+
+
+def _evaluate_budget(test: dict, table: dict) -> dict:
+    """Test 2: the onset at T2 is ≤ the onset at T1 and ≥ λ* − h (lower median or per seed)."""
+    c, (t1, t2), lower = test["clip"], test["budgets"], test["window"][0]
+    o1 = {s: table[(c, t1, s)] for s in test["seeds"]}
+    o2 = {s: table[(c, t2, s)] for s in test["seeds"]}
+    out = {"status": None, "rule": test["rule"], "predicted": test["lambda_star"], "window": test["window"],
+           "observed": None,
+           "seeds_T1": [_onset_row(s, o) for s, o in o1.items()],
+           "seeds_T2": [_onset_row(s, o) for s, o in o2.items()]}
+    if any(not o.complete for o in [*o1.values(), *o2.values()]):
+        return {**out, "status": "incomplete", "detail": "some seeds' onsets are undetermined (missing results)"}
+
+    def holds(v1: float, v2: float) -> bool:
+        return math.isfinite(v2) and v2 <= v1 and v2 >= lower
+
+    if test["rule"] == "median":
+        m1 = statistics.median_low([_value(o) for o in o1.values()])
+        m2 = statistics.median_low([_value(o) for o in o2.values()])
+        ok = holds(m1, m2)
+        shown = [None if math.isinf(m) else m for m in (m1, m2)]
+        reason = (f"median onset T1={t1}: {shown[0]}, T2={t2}: {shown[1]}; needs T2 ≤ T1 and ≥ {lower:.6g}")
+        return {**out, "status": "pass" if ok else "fail", "observed": {f"median_T{t1}": shown[0],
+                                                                      f"median_T{t2}": shown[1]}, "detail": reason}
+    bad = [s for s in test["seeds"] if not holds(_value(o1[s]), _value(o2[s]))]
+    reason = (f"every seed's onset at T2={t2} is ≤ its onset at T1={t1} and ≥ {lower:.6g}" if not bad else
+              f"seed(s) {bad} break it: onset at T2={t2} must be ≤ the one at T1={t1} and ≥ {lower:.6g}")
+    observed = {str(s): [o1[s].lam, o2[s].lam] for s in test["seeds"]}
+    return {**out, "status": "fail" if bad else "pass", "observed": observed, "failing_seeds": bad, "detail": reason}
+
+
+def evaluate(locked: dict, rates: dict[str, float | None]) -> list[dict]:
+    """Each locked test's verdict from the runs' final strict parse rates (name → rate): a list of
+    {name, status (pass / fail / incomplete), passed (True / False / None), predicted (λ*), window, observed,
+    detail, and the per-seed onsets}."""
+    onset = locked["onset"]
+    results = []
+    for name, test in locked["tests"].items():
+        table = onset_table(test["points"], rates, onset["threshold"], onset["drop"])
+        verdict = (_evaluate_budget if name == "budget_extension" else _evaluate_bracket)(test, table)
+        results.append({"name": name, "passed": {"pass": True, "fail": False}.get(verdict["status"]), **verdict})
+    return results
+
+
+def check(sweep: Sweep, *, partial: bool = False) -> dict:
+    """Verify the lock, evaluate the tests, write OUT/prereg_result.json; returns what it wrote."""
+    from listopd.util.io import atomic_write_json
+
+    locked = verify_lock(sweep)
+    missing = check_runs(sweep, locked, partial=partial)
+    rates = result_rates(sweep.out, locked["grid"])
+    tests = evaluate(locked, rates)
+    statuses = [t["status"] for t in tests]
+    overall = "pass" if all(s == "pass" for s in statuses) else ("fail" if "fail" in statuses else "incomplete")
+    result = {"checked_at": utc_now(), "locked_at": locked["locked_at"], "prereg_sha256": locked["content_sha256"],
+              "sweep_config_hash": sweep.config_hash, "partial": bool(missing), "missing": missing,
+              "calibration": {k: locked["calibration"][k] for k in ("p", "b", "binding_role")},
+              "onset": locked["onset"], "tests": tests, "overall": overall}
+    atomic_write_json(sweep.out / "prereg_result.json", result)
+    return result
+
+
+# --------------------------------------------------------------------------------------------- printing
+
+TITLES = {"fine_grid": "test 1  fine grid", "budget_extension": "test 2  budget extension",
+          "small_clip": "test 3  small-clip cross-prediction"}
+
+
+def format_lock(content: dict) -> str:
+    cal = content["calibration"]
+    lines = [f"locked {content['locked_at']}   content sha256 {content['content_sha256'][:16]}",
+             f"calibration {cal['path']}: p = {cal['p']:.6g}  b = {cal['b']:.6g}  (binding role {cal['binding_role']})",
+             f"onset: {content['onset']['definition']}",
+             "      c   λ*(p,b,c)     λ*(p,c)"]
+    for row in content["lambda_star"]:
+        pb, neutral = _num(row["lambda_star_pb"]), _num(row["lambda_star_base_neutral"])
+        lines.append(f"  {row['c']:>5g}  {pb:>10}  {neutral:>10}")
+    for name, test in content["tests"].items():
+        lines.append(f"{TITLES[name]}: {test['prediction']}")
+    lines.append(f"{len(content['grid'])} runs, seeds {content['seeds']}, budgets {content['budgets']}")
+    return "\n".join(lines)
+
+
+def _num(x) -> str:
+    return "∞" if x is None else f"{x:.4f}"
+
+
+def _seed_line(row: dict) -> str:
+    if not row["complete"]:
+        return f"    seed {row['seed']}: undetermined (missing results)"
+    if row["onset"] is None:
+        return f"    seed {row['seed']}: no onset on the grid"
+    lo = "−∞" if row["bracket"][0] is None else f"{row['bracket'][0]:g}"
+    return f"    seed {row['seed']}: onset {row['onset']:g}  bracket ({lo}, {row['onset']:g}]  ({row['rule']})"
+
+
+def format_check(result: dict) -> str:
+    lines = [f"prereg locked {result['locked_at']}: content hash ok, config hash ok"
+             + (f"; PARTIAL: {len(result['missing'])} runs missing" if result["partial"] else ""),
+             f"onset: {result['onset']['definition']}"]
+    for res in result["tests"]:
+        name = res["name"]
+        lines.append(f"{TITLES[name]}: {res['status'].upper()}   predicted λ* = {res['predicted']:.6g}")
+        window = ", ".join("∞" if w is None else f"{w:.6g}" for w in res["window"])
+        lines.append(f"  window [{window}]")
+        if name == "budget_extension":
+            for label, rows in (("T1", res["seeds_T1"]), ("T2", res["seeds_T2"])):
+                lines.append(f"  {label}:")
+                lines += [_seed_line(r) for r in rows]
+        else:
+            lines += [_seed_line(r) for r in res["seeds"]]
+        lines.append(f"  {res.get('detail', '')}")
+    lines.append(f"overall: {result['overall'].upper()}")
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""Config dataclasses: loadable from YAML, overridable from the command line, validated at start.
+
+A config class is a plain dataclass whose fields have simple types (str, int, float, bool, or
+`X | None`). `add_config_arguments(parser, cls)` adds one `--field-name` option per field (no defaults on
+the parser, so only what the user typed overrides the YAML), and `load_config(cls, args)` merges:
+defaults < YAML file (`--config FILE`) < command-line flags, then calls the class's `validate()`.
+
+Unknown YAML keys, wrong types and meaningless values are refused with the file and key named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from pathlib import Path
+
+from listopd.util.errors import InputError, ListopdError
+
+
+def _base_type(annotation) -> tuple[type, bool]:
+    """(the scalar type, whether None is allowed) of a field annotation like `float | None`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def _field_types(cls) -> dict[str, tuple[type, bool]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _parse_bool(text: str) -> bool:
+    low = str(text).lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false; got {text!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    parser.add_argument("--config", help="YAML file with any of the options below (flags override it)")
+    for name, (typ, _optional) in _field_types(cls).items():
+        flag = "--" + name.replace("_", "-")
+        doc = cls.HELP.get(name, "") if hasattr(cls, "HELP") else ""
+        default = next(f for f in dataclasses.fields(cls) if f.name == name).default
+        shown = "" if default is dataclasses.MISSING else f" (default: {default})"
+        if typ is bool:  # `--bf16` alone means true; `--bf16 false` is accepted too
+            parser.add_argument(flag, dest=name, type=_parse_bool, nargs="?", const=True, default=None,
+                                metavar="BOOL", help=doc + shown)
+        else:
+            parser.add_argument(flag, dest=name, type=typ, default=None, metavar=typ.__name__.upper(),
+                                help=doc + shown)
+
+
+def _coerce(value, typ: type, optional: bool, where: str):
+    if value is None:
+        if optional:
+            return None
+        raise ListopdError(f"{where}: must not be null")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ListopdError(f"{where}: expected true or false; got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ListopdError(f"{where}: expected an integer; got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ListopdError(f"{where}: expected a number; got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ListopdError(f"{where}: expected a string; got {value!r}")
+        return value
+    raise TypeError(f"unsupported config field type {typ}")
+
+
+def _yaml_loader():
+    """yaml.SafeLoader that also reads exponent floats without a dot (`lr: 1e-5`) as numbers, as YAML 1.2
+    does; PyYAML follows YAML 1.1 and would hand the trainer the string '1e-5'."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(  # copies the resolver table: SafeLoader itself is left alone
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+    return Loader
+
+
+def read_yaml(path: str) -> dict:
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("config file not found", path=path) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read config: {e}", path=path) from None
+    try:
+        data = yaml.load(text, Loader=_yaml_loader())
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path=path,
+                         line=None if line is None else line + 1) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("a config file must be a mapping of option: value", path=path)
+    return data
+
+
+def config_from_dict(cls, data: dict, source: str = "config"):
+    """Build and validate `cls` from a plain dict (YAML contents); errors name `source` and the key."""
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        raise ListopdError(f"{source}: unknown option(s) {', '.join(map(repr, unknown))}; "
+                           f"known: {', '.join(types_)}")
+    values = {k: _coerce(v, *types_[k], where=f"{source}: option '{k}'") for k, v in data.items()}
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               and f.name not in values]
+    if missing:
+        raise ListopdError(f"{source}: missing required option(s) {', '.join(missing)}")
+    config = cls(**values)
+    if hasattr(config, "validate"):
+        config.validate()
+    return config
+
+
+def load_config(cls, args: argparse.Namespace):
+    """defaults < YAML (--config) < flags given on the command line."""
+    data = read_yaml(args.config) if getattr(args, "config", None) else {}
+    source = args.config or "command line"
+    for name in _field_types(cls):
+        value = getattr(args, name, None)
+        if value is not None:
+            data[name] = value
+    try:
+        return config_from_dict(cls, data, source=source)
+    except ListopdError as e:  # name the file for validate()'s errors too
+        if args.config and not str(e).startswith(source):
+            raise ListopdError(f"{source}: {e}") from None
+        raise
+
+
+def config_to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def require(ok: bool, message: str) -> None:
+    """Refuse a meaningless or contradictory setting with its reason."""
+    if not ok:
+        raise ListopdError(f"invalid config: {message}")
+
+
+def finite_positive(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0

@@ -67,7 +67,7 @@ def build_workspace(work: Path) -> None:
     from listopd.task.data.synth import make_synth_tasks
     from listopd.train.models import build_model
     from listopd.task.tokenizer import task_texts, train_tokenizer
-    from listopd.train.training import encode_prompt
+    from listopd.task.prompts import encode_prompt
 
     tasks = make_synth_tasks(n_users=400)
     tok = train_tokenizer(task_texts(tasks), vocab_size=2048)
@@ -167,9 +167,10 @@ def worker_listopd(args) -> dict:
 
     from listopd.core.loss import listopd_loss
     from listopd.train.models import load_model, load_tokenizer
-    from listopd.train.opd import _load_frozen
+    from listopd.train.models import load_frozen
     from listopd.train.rollout import completion_logprobs, sample
-    from listopd.train.training import make_accelerator, make_optimizer
+    from listopd.train.distributed import make_accelerator
+    from listopd.train.optim import make_optimizer
 
     torch.set_num_threads(args.threads)
     bf16 = args.side.endswith("-bf16")
@@ -178,8 +179,8 @@ def worker_listopd(args) -> dict:
     tokenizer = load_tokenizer(student_dir)
     student = load_model(student_dir)
     frozen_dtype = torch.bfloat16 if bf16 else None
-    teacher = _load_frozen(teacher_dir, frozen_dtype)
-    base = _load_frozen(student_dir, frozen_dtype)
+    teacher = load_frozen(teacher_dir, frozen_dtype)
+    base = load_frozen(student_dir, frozen_dtype)
     optimizer = make_optimizer(student, LR, 0.0)
     student, optimizer = accelerator.prepare(student, optimizer)
     generator = torch.Generator().manual_seed(0)

@@ -19,7 +19,7 @@ def main() -> int:
     from listopd.task.contract import RankingContract
     from listopd.train.models import load_model, load_tokenizer
     from listopd.task.tasks import read_tasks
-    from listopd.train.training import EVAL_SEED, generate_outputs
+    from listopd.train.evaluation import EVAL_SEED, generate_outputs
 
     torch.set_num_threads(1)
     tasks = read_tasks(sys.argv[1])

@@ -37,7 +37,7 @@ TASK_FILE = os.path.join(tempfile.mkdtemp(prefix="fuzz_contract_"), "tasks.jsonl
 
 
 def check_contract(contract: RankingContract, text: str) -> None:
-    verdict = contract.judge(text)
+    verdict = contract.check(text)
     assert isinstance(verdict.kind, Kind)
     state = contract.start().feed(text)
     assert verdict.ok == (state is not None and state.accepting), (text, verdict)

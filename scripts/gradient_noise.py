@@ -19,7 +19,7 @@ from listopd.core.loss import listopd_expected_loss, listopd_loss
 from listopd.train.models import load_model, load_tokenizer
 from listopd.train.rollout import completion_logprob_table, sample
 from listopd.task.tasks import read_tasks
-from listopd.train.training import encode_prompt
+from listopd.task.prompts import encode_prompt
 
 
 def main() -> None:

@@ -1,4 +1,6 @@
-"""Shared test set-up: offline, single-threaded torch (as fast as two threads at these sizes, and deterministic)."""
+"""Shared test set-up: offline, single-threaded torch (as fast as two threads at these sizes, and deterministic),
+and the fixtures tests take by name: `world` (tests/tiny_world.py), `dist_world` (tests/dist_helpers.py) and
+`amazon_subset_dir`."""
 
 import os
 from pathlib import Path
@@ -29,3 +31,19 @@ def amazon_subset_dir() -> Path:
     if not d.is_dir():
         pytest.skip(f"real Amazon Fashion subset not found at {d} (read-only shared data, not in the repo)")
     return d
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The tiny-model world of the trainer tests (tests/tiny_world.py), built once per session."""
+    from tiny_world import build_world
+
+    return build_world(tmp_path_factory.mktemp("trainer_world"))
+
+
+@pytest.fixture(scope="session")
+def dist_world(tmp_path_factory):
+    """The tiny world of the multi-process and trainer-option tests (tests/dist_helpers.py)."""
+    from dist_helpers import build_world
+
+    return build_world(tmp_path_factory.mktemp("dist_world"))

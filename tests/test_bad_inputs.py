@@ -26,7 +26,6 @@ import pytest
 import yaml
 
 from listopd.cli import main
-from trainer_fixtures import world  # noqa: F401
 
 
 @dataclass
@@ -403,7 +402,7 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _setup(case, tmp_path, world):  # noqa: F811
+def _setup(case, tmp_path, world):
     b = Bench(tmp_path, world)
     argv, expected = case(b)
     return b, argv, expected
@@ -423,7 +422,7 @@ def check_refusal(rc: int, err: str, expected: str, b: Bench, before: dict, case
 
 
 @pytest.mark.parametrize("case_id,case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_in_process(case_id, case, tmp_path, world, capsys):  # noqa: F811
+def test_bad_input_in_process(case_id, case, tmp_path, world, capsys):
     b, argv, expected = _setup(case, tmp_path, world)
     before = snapshot(tmp_path)
     capsys.readouterr()
@@ -446,7 +445,7 @@ SUBPROCESS_CASES = ["task-non-utf8", "task-huge-line", "cfg-c-one", "arg-not-int
 
 
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
-def test_bad_input_subprocess(case_id, tmp_path, world):  # noqa: F811
+def test_bad_input_subprocess(case_id, tmp_path, world):
     case = dict(CASES)[case_id]
     b, argv, expected = _setup(case, tmp_path, world)
     before = snapshot(tmp_path)

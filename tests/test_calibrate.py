@@ -15,8 +15,7 @@ from listopd.task.contract import RankingContract
 from listopd.task.data.synth import make_synth_tasks
 from listopd.task.prompts import target_text
 from listopd.task.tokenizer import task_texts, train_tokenizer
-from listopd.train.training import encode_prompt
-from trainer_fixtures import world  # noqa: F401  (session fixture: tiny saved models)
+from listopd.task.prompts import encode_prompt
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +137,10 @@ def test_failure_roles_name_the_broken_entry():
     assert failure_role(contract, 'sure! {"ranking"') == "not_json"
 
 
-def test_calibrate_cli_writes_the_file_the_trainer_reads(world, tmp_path, capsys):  # noqa: F811
+def test_calibrate_cli_writes_the_file_the_trainer_reads(world, tmp_path, capsys):
     """`listopd calibrate` on two real tiny models: table, calibration.json with p and b, a PNG; bad c → exit 2."""
     from listopd.cli import main
-    from listopd.train.opd import OPDConfig
+    from listopd.train.opd_config import OPDConfig
 
     out = tmp_path / "cal"
     code = main(["calibrate", "--teacher", world.teacher, "--warm-start", world.student, "--tasks", world.val,

@@ -10,8 +10,8 @@ import pytest
 from listopd.cli import main
 from listopd.util.config import add_config_arguments, config_from_dict, load_config
 from listopd.util.errors import ListopdError
-from listopd.train.opd import OPDConfig
-from listopd.train.sft import SFTConfig
+from listopd.train.opd_config import OPDConfig
+from listopd.train.sft_config import SFTConfig
 
 REQUIRED = {"student": "s", "teacher": "t", "tasks": "train.jsonl", "out": "run"}
 

@@ -1,11 +1,10 @@
 """Constrained-decoding baseline (listopd.experiment.constrained, `listopd constrained`, the report's baseline table) on
-the tiny random-init student of trainer_fixtures: its unconstrained outputs are never JSON, so "every
+the tiny random-init student of tests/tiny_world.py: its unconstrained outputs are never JSON, so "every
 constrained output is JSON of the schema" is a real check."""
 
 import json
 
 import pytest
-from trainer_fixtures import world  # noqa: F401
 
 from listopd.cli import main
 from listopd.experiment.constrained import SchemaEngine, decode, probe_engine, ranking_schema, run_baseline
@@ -16,11 +15,11 @@ pytest.importorskip("xgrammar")
 
 
 @pytest.fixture(scope="module")
-def student(world):  # noqa: F811
+def student(world):
     return load_model(world.student), load_tokenizer(world.student)
 
 
-def tasks_of(world, n=8):  # noqa: F811
+def tasks_of(world, n=8):
     return (world.val_tasks + world.train_tasks)[:n]
 
 
@@ -35,7 +34,7 @@ def follows_schema(text: str, ids) -> bool:
 
 
 @pytest.mark.parametrize("greedy", [True, False], ids=["greedy", "temperature-1"])
-def test_constrained_outputs_are_json_of_the_schema(world, student, greedy):  # noqa: F811
+def test_constrained_outputs_are_json_of_the_schema(world, student, greedy):
     model, tok = student
     tasks = tasks_of(world)
     engine = SchemaEngine(tok, len(tok))
@@ -52,7 +51,7 @@ def test_constrained_outputs_are_json_of_the_schema(world, student, greedy):  # 
     assert plain_timing["mask_seconds"] == 0
 
 
-def test_unique_items_is_not_enforced_and_duplicates_occur(world, student):  # noqa: F811
+def test_unique_items_is_not_enforced_and_duplicates_occur(world, student):
     model, tok = student
     tasks = tasks_of(world)
     ids = list(tasks[0].candidate_ids)
@@ -61,20 +60,21 @@ def test_unique_items_is_not_enforced_and_duplicates_occur(world, student):  # n
     assert enforced == {"uniqueItems": False, "minItems": True, "maxItems": True, "enum": True,
                         "additionalProperties": True, "required": True}
     dup = '{"ranking": ' + json.dumps([ids[0]] * len(ids)) + "}"
-    assert engine.accepts(ids, dup) and not RankingContract(ids).judge(dup).ok
+    assert engine.accepts(ids, dup) and not RankingContract(ids).check(dup).ok
     # so the engine's outputs can fail our strict parser, and with this model some do
     out, _ = decode(model, tok, tasks, "json-schema", engine=engine, batch_size=4, max_new_tokens=30)
-    kinds = {RankingContract.for_task(t).judge(out[t.id]).kind.value for t in tasks}
+    kinds = {RankingContract.for_task(t).check(out[t.id]).kind.value for t in tasks}
     assert "duplicate_id" in kinds and kinds <= {"ok", "duplicate_id"}
 
 
-def test_contract_mask_prevents_duplicates_but_admits_any_whitespace(world, student):  # noqa: F811
+def test_contract_mask_prevents_duplicates_but_admits_any_whitespace(world, student):
     import torch
 
     from listopd.experiment.calibrate import VocabularyText
     from listopd.experiment.constrained import ContractHook
     from listopd.train.rollout import sample
-    from listopd.train.training import decode_completions, encode_prompt
+    from listopd.task.prompts import encode_prompt
+    from listopd.train.evaluation import decode_completions
 
     model, tok = student
     tasks = tasks_of(world)
@@ -83,7 +83,7 @@ def test_contract_mask_prevents_duplicates_but_admits_any_whitespace(world, stud
     # budget on newlines (never an invalid character)
     out, timing = decode(model, tok, tasks, "contract", vocab=vocab, batch_size=4, max_new_tokens=40)
     assert timing["truncated"] == len(tasks)
-    assert all(RankingContract.for_task(t).judge(out[t.id]).kind.value == "truncated" for t in tasks)
+    assert all(RankingContract.for_task(t).check(out[t.id]).kind.value == "truncated" for t in tasks)
     # with whitespace-only tokens taken from the model, the same mask yields valid rankings (no duplicate id;
     # this model spells the ids as JSON escapes like "\u0044", which the strict parser reads as "D")
     blank = torch.tensor([bool(t) and not t.strip() for t in vocab.texts])
@@ -92,14 +92,14 @@ def test_contract_mask_prevents_duplicates_but_admits_any_whitespace(world, stud
                      pad_id=tok.pad_token_id, greedy=True,
                      logits_hook=lambda prev, logits: hook(prev, logits.masked_fill(blank, float("-inf"))))
     texts = decode_completions(tok, rollout)
-    assert all(RankingContract.for_task(t).judge(x).ok for t, x in zip(tasks, texts)), texts
+    assert all(RankingContract.for_task(t).check(x).ok for t, x in zip(tasks, texts)), texts
 
 
-def test_whitespace_settings(world, student):  # noqa: F811
+def test_whitespace_settings(world, student):
     _, tok = student
     ids = ["A", "B"]
     spaced = '{ "ranking" : [ "B" ,\n "A" ] }'
-    assert RankingContract(ids).judge(spaced).ok  # our strict parser takes any JSON whitespace
+    assert RankingContract(ids).check(spaced).ok  # our strict parser takes any JSON whitespace
     assert not SchemaEngine(tok, len(tok)).accepts(ids, spaced)
     assert SchemaEngine(tok, len(tok), any_whitespace=True).accepts(ids, spaced)
     assert ranking_schema(ids) == {
@@ -108,7 +108,7 @@ def test_whitespace_settings(world, student):  # noqa: F811
         "required": ["ranking"], "additionalProperties": False}
 
 
-def test_run_baseline_rows(world, student):  # noqa: F811
+def test_run_baseline_rows(world, student):
     model, tok = student
     tasks = tasks_of(world, 4)
     r = run_baseline(model, tok, tasks, batch_size=2, max_new_tokens=40, n_boot=20)
@@ -121,7 +121,7 @@ def test_run_baseline_rows(world, student):  # noqa: F811
     assert r["schema"] == ranking_schema(tasks[0].candidate_ids)
 
 
-def test_cli_writes_json_and_the_report_shows_it(world, tmp_path, capsys):  # noqa: F811
+def test_cli_writes_json_and_the_report_shows_it(world, tmp_path, capsys):
     out = tmp_path / "sweep" / "baselines" / "student.json"
     argv = ["constrained", world.student, "--tasks", world.val, "--n", "3", "--batch-size", "2",
             "--max-new-tokens", "32", "--n-boot", "20", "--decodings", "unconstrained", "json-schema",
@@ -166,7 +166,7 @@ def test_report_without_baseline_has_no_section(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_model", "bad_tasks", "zero_temperature", "out_is_folder"])
-def test_bad_inputs_one_line(world, tmp_path, capsys, case):  # noqa: F811
+def test_bad_inputs_one_line(world, tmp_path, capsys, case):
     out = tmp_path / "out.json"
     tasks, model = world.val, world.student
     extra = []
@@ -192,7 +192,7 @@ def test_bad_inputs_one_line(world, tmp_path, capsys, case):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_smollm2_gguf_schema_decoding(world):  # noqa: F811
+def test_smollm2_gguf_schema_decoding(world):
     """The engine on a real 49k-token BPE vocabulary: SmolLM2-135M-Instruct from its GGUF file."""
     import importlib.util
 

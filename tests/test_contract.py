@@ -78,7 +78,7 @@ def oracle_ok(text: str, ids, key="ranking") -> bool:
     ('{"ranking": ["A", "B", "C"]}}', Kind.TRAILING_TEXT),
 ])
 def test_judge_hand_cases(text, kind):
-    v = ABC.judge(text)
+    v = ABC.check(text)
     assert v.kind is kind, (text, v)
     assert v.ok == (kind is Kind.OK)
     assert (v.ranking is not None) == v.ok
@@ -90,34 +90,34 @@ def test_judge_hand_cases(text, kind):
 
 
 def test_ok_verdict_carries_the_ranking():
-    v = ABC.judge(' {"ranking": ["C", "\\u0041", "B"]} ')
+    v = ABC.check(' {"ranking": ["C", "\\u0041", "B"]} ')
     assert v.ok and v.ranking == ("C", "A", "B") and str(v) == "ok"
 
 
 def test_ids_that_prefix_each_other_and_non_ascii():
     c = RankingContract(["A", "AB", "é", "😀x"])
     text = '{"ranking": ["AB", "\\u00e9", "\\ud83d\\ude00x", "A"]}'
-    assert c.judge(text).ranking == ("AB", "é", "😀x", "A")
-    assert c.judge('{"ranking": ["AB", "é", "😀x", "A"]}').ok  # raw characters too
+    assert c.check(text).ranking == ("AB", "é", "😀x", "A")
+    assert c.check('{"ranking": ["AB", "é", "😀x", "A"]}').ok  # raw characters too
     assert c.is_viable_prefix('{"ranking": ["A')              # "A" or "AB"
     assert c.is_viable_prefix('{"ranking": ["\\ud83d')         # high surrogate awaiting its pair
     assert c.is_viable_prefix('{"ranking": ["\\ud83d\\ude')
     assert c.is_viable_prefix('{"ranking": ["\\ud83d\\ud')       # DE00 (the low half of U+1F600) still fits
     assert not c.is_viable_prefix('{"ranking": ["\\ud83d\\udd')  # DD00-DDFF: spells no id
-    assert c.judge('{"ranking": ["\\ud83d", "A"').kind is Kind.UNKNOWN_ID  # lone surrogate
+    assert c.check('{"ranking": ["\\ud83d", "A"').kind is Kind.UNKNOWN_ID  # lone surrogate
     assert not c.is_viable_prefix('{"ranking": ["\\u00e8')
-    assert c.judge('{"ranking": ["A", "AB", "A"').kind is Kind.DUPLICATE_ID
+    assert c.check('{"ranking": ["A", "AB", "A"').kind is Kind.DUPLICATE_ID
 
 
 def test_custom_key_and_bad_contracts():
     c = RankingContract(["x1", "x2"], key="order")
-    assert c.judge('{"order": ["x2", "x1"]}').ok
-    assert c.judge('{"ranking": ["x2", "x1"]}').kind is Kind.WRONG_SHAPE
+    assert c.check('{"order": ["x2", "x1"]}').ok
+    assert c.check('{"ranking": ["x2", "x1"]}').kind is Kind.WRONG_SHAPE
     for bad in ([], ["A", "A"], ["A", ""], ["A", 3], ["\ud800"]):
         with pytest.raises(ValueError):
             RankingContract(bad)
     with pytest.raises(TypeError):
-        ABC.judge(None)
+        ABC.check(None)
 
 
 def test_canonical_form():
@@ -224,7 +224,7 @@ def mutated_outputs(draw):
 def test_valid_outputs_are_ok_and_every_prefix_is_viable(case):
     ids, order, text = case
     c = RankingContract(ids)
-    v = c.judge(text)
+    v = c.check(text)
     assert v.ok and v.ranking == tuple(order)
     s = c.start()
     close = text.rindex("}")
@@ -233,11 +233,11 @@ def test_valid_outputs_are_ok_and_every_prefix_is_viable(case):
         assert s is not None, text[: i + 1]
         assert s.accepting == (i >= close)
     for i in range(len(text)):
-        assert c.judge(text[:i]).kind is (Kind.TRUNCATED if i <= close else Kind.OK)
+        assert c.check(text[:i]).kind is (Kind.TRUNCATED if i <= close else Kind.OK)
 
 
 def _check_consistency(c: RankingContract, text: str):
-    v = c.judge(text)
+    v = c.check(text)
     assert v.kind in KINDS
     viable = c.is_viable_prefix(text)
     assert v.ok == (viable and c.start().feed(text).accepting)
@@ -305,7 +305,7 @@ def test_every_viable_prefix_has_a_completion(case):
         alphabet = "".join(sorted(set("".join(ids)))) + '"{}[]:,\\u0123456789abcdefABCDEFrankig'
         tail = shortest_completion(state, alphabet)
         assert tail is not None, prefix
-        assert c.judge(prefix + tail).ok and oracle_ok(prefix + tail, ids)
+        assert c.check(prefix + tail).ok and oracle_ok(prefix + tail, ids)
 
 
 # ------------------------------------------------------------------------------------------------ repair
@@ -346,7 +346,7 @@ def test_target_text_sorts_by_relevance_ties_in_candidate_order():
     t = _task()
     assert reference_ranking(t) == ["B", "A", "C"]
     assert target_text(t) == '{"ranking": ["B", "A", "C"]}'
-    assert RankingContract.for_task(t).judge(target_text(t)).ranking == ("B", "A", "C")
+    assert RankingContract.for_task(t).check(target_text(t)).ranking == ("B", "A", "C")
 
 
 def test_render_messages_and_plain_prompt():

@@ -30,7 +30,7 @@ import sys
 import time
 
 import pytest
-from dist_world import dist_world, read_metrics, read_summary  # noqa: F401
+from dist_helpers import read_metrics, read_summary
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -73,8 +73,9 @@ def _final_weights(run_dir):
     return load_file(str(run_dir / "final" / "model.safetensors"))
 
 
-def test_sft_two_processes_match_one(dist_world, tmp_path):  # noqa: F811
-    from listopd.train.sft import SFTConfig, run_sft
+def test_sft_two_processes_match_one(dist_world, tmp_path):
+    from listopd.train.sft import run_sft
+    from listopd.train.sft_config import SFTConfig
 
     def cfg(out):
         return SFTConfig(model="tiny-student", tokenizer=dist_world.tok, tasks=dist_world.tasks,
@@ -117,14 +118,14 @@ def test_sft_two_processes_match_one(dist_world, tmp_path):  # noqa: F811
 
 
 def _opd_cfg(world, out, steps):
-    from listopd.train.opd import OPDConfig
+    from listopd.train.opd_config import OPDConfig
 
     return OPDConfig(student=world.student, teacher=world.teacher, tasks=world.tasks, out=str(out), steps=steps,
                      batch_size=4, micro_batch_size=1, max_new_tokens=12, reward_scale=1.25, lr=1e-4,
                      eval_every=0, save_every=2, threads=1, seed=0)
 
 
-def test_opd_two_processes(dist_world, tmp_path):  # noqa: F811
+def test_opd_two_processes(dist_world, tmp_path):
     t0 = time.time()
     launch2("opd", _opd_cfg(dist_world, tmp_path / "opd", steps=3))
     print(f"opd: 2 processes, 3 steps: {time.time() - t0:.1f} s (launch included)")
@@ -144,7 +145,7 @@ def test_opd_two_processes(dist_world, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow  # three launches: ~45 s on 2 busy cores
-def test_opd_two_processes_resume_matches_uninterrupted(dist_world, tmp_path):  # noqa: F811
+def test_opd_two_processes_resume_matches_uninterrupted(dist_world, tmp_path):
     """3 steps in one go vs 2 steps, stop, then resume to 3: the same step-3 record and final weights."""
     t0 = time.time()
     launch2("opd", _opd_cfg(dist_world, tmp_path / "whole", steps=3))
@@ -163,7 +164,7 @@ def test_opd_two_processes_resume_matches_uninterrupted(dist_world, tmp_path):  
 def test_weights_fingerprint_sees_any_change():
     import torch
 
-    from listopd.train.training import weights_fingerprint
+    from listopd.train.distributed import weights_fingerprint
 
     torch.manual_seed(0)
     a = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3))

@@ -11,7 +11,7 @@ import torch
 from listopd.util.errors import ListopdError
 from listopd.core.loss import listopd_expected_loss, listopd_loss
 from listopd.train.opd import run_opd
-from trainer_fixtures import opd_config, world  # noqa: F401
+from tiny_world import opd_config
 
 
 def tables(seed: int, b=2, t=3, v=5, spread=2.0):
@@ -81,12 +81,12 @@ def test_truncated_is_is_refused():
 @pytest.mark.parametrize("change, word", [(dict(ppo_epochs=2), "ppo_epochs 1"),
                                           (dict(clip_mode="truncated_is"), "truncated_is"),
                                           (dict(estimator="exact"), "estimator must be one of")])
-def test_config_refuses_what_the_expected_estimator_cannot_do(world, tmp_path, change, word):  # noqa: F811
+def test_config_refuses_what_the_expected_estimator_cannot_do(world, tmp_path, change, word):
     with pytest.raises(ListopdError, match=word):
         opd_config(world, tmp_path / "run", **{"estimator": "expected", **change})
 
 
-def test_trainer_runs_with_the_expected_estimator(world, tmp_path):  # noqa: F811
+def test_trainer_runs_with_the_expected_estimator(world, tmp_path):
     cfg = opd_config(world, tmp_path / "run", estimator="expected", steps=2, reward_scale=1.5, lr=1e-3)
     summary = run_opd(cfg, quiet=True)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

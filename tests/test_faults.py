@@ -28,7 +28,7 @@ from listopd.util.errors import ListopdError
 from listopd.train.models import load_model
 from listopd.train.opd import run_opd
 from listopd.train.sft import run_sft
-from trainer_fixtures import opd_config, sft_config, world  # noqa: F401
+from tiny_world import opd_config, sft_config
 
 STEPS, SAVE_EVERY = 6, 2
 
@@ -37,7 +37,7 @@ def metric_steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def assert_intact_checkpoint(run: Path, step: int, world, *, student: str) -> None:  # noqa: F811
+def assert_intact_checkpoint(run: Path, step: int, world, *, student: str) -> None:
     found = checkpoint.latest_checkpoint(run)
     assert found is not None, f"no intact checkpoint in {run}"
     folder, state = found
@@ -57,10 +57,10 @@ def assert_intact_checkpoint(run: Path, step: int, world, *, student: str) -> No
 # --------------------------------------------------------------------------------------------- NaN
 
 @pytest.mark.parametrize("bad_step", [1, 5])
-def test_opd_nan_teacher_logprobs_stop_with_step_and_quantity(world, tmp_path, monkeypatch, bad_step):  # noqa: F811
-    import listopd.core.loss
+def test_opd_nan_teacher_logprobs_stop_with_step_and_quantity(world, tmp_path, monkeypatch, bad_step):
+    import listopd.train.opd
 
-    real = listopd.core.loss.listopd_loss
+    real = listopd.train.opd.listopd_loss
     calls = {"n": 0}
     micro_per_step = 2  # batch 4, micro-batch 2
 
@@ -70,7 +70,7 @@ def test_opd_nan_teacher_logprobs_stop_with_step_and_quantity(world, tmp_path, m
             lp_teacher = torch.full_like(lp_teacher, float("nan"))
         return real(lp_new, lp_old, lp_teacher, *args, **kw)
 
-    monkeypatch.setattr(listopd.core.loss, "listopd_loss", poisoned)
+    monkeypatch.setattr(listopd.train.opd, "listopd_loss", poisoned)
     run = tmp_path / "run"
     cfg = opd_config(world, run, steps=STEPS, save_every=SAVE_EVERY)
     with pytest.raises(ListopdError, match=rf"non-finite loss \(nan\) at step {bad_step};") as e:
@@ -85,7 +85,7 @@ def test_opd_nan_teacher_logprobs_stop_with_step_and_quantity(world, tmp_path, m
         assert_intact_checkpoint(run, last_good, world, student=world.student)
 
 
-def test_sft_nan_loss_through_the_cli(world, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_sft_nan_loss_through_the_cli(world, tmp_path, monkeypatch, capsys):
     real = torch.nn.functional.cross_entropy
     calls = {"n": 0}
 
@@ -160,7 +160,7 @@ def _fail_at_step(monkeypatch, where: str, step: int) -> dict:
 
 @pytest.mark.parametrize("trainer", ["opd", "sft"])
 @pytest.mark.parametrize("where", ["save_file", "torch.save", "os.replace"])
-def test_disk_full_during_checkpoint_keeps_the_previous_one(world, tmp_path, monkeypatch, where, trainer):  # noqa: F811
+def test_disk_full_during_checkpoint_keeps_the_previous_one(world, tmp_path, monkeypatch, where, trainer):
     make_cfg, run_fn = (opd_config, run_opd) if trainer == "opd" else (sft_config, run_sft)
     run = tmp_path / "run"
     cfg = make_cfg(world, run, steps=STEPS, save_every=SAVE_EVERY)
@@ -196,7 +196,7 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(world, tmp_path, mon
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_disk_full_on_metrics_log_is_a_clear_error(world, tmp_path, monkeypatch):  # noqa: F811
+def test_disk_full_on_metrics_log_is_a_clear_error(world, tmp_path, monkeypatch):
     real = os.fsync
 
     def fake(fd):
@@ -211,7 +211,7 @@ def test_disk_full_on_metrics_log_is_a_clear_error(world, tmp_path, monkeypatch)
         run_sft(cfg, quiet=True)
 
 
-def test_torn_checkpoint_is_skipped_and_resume_uses_the_previous(world, tmp_path):  # noqa: F811
+def test_torn_checkpoint_is_skipped_and_resume_uses_the_previous(world, tmp_path):
     """A checkpoint whose file no longer matches its hash (a torn write the rename made visible, or bit rot)
     is skipped; the run resumes from the one before and ends bitwise where an uninterrupted run ends."""
     run, clean = tmp_path / "run", tmp_path / "clean"

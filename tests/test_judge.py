@@ -19,8 +19,7 @@ import pytest
 from listopd.cli import main
 from listopd.task.prompts import target_text
 from listopd.task.tasks import write_tasks
-from serve_fixtures import start_server
-from trainer_fixtures import world  # noqa: F401
+from serve_process import start_server
 
 RUBRIC = """---
 version: test-v1
@@ -85,7 +84,7 @@ def scripted_endpoint(script):
 
 
 @pytest.fixture
-def files(tmp_path, world):  # noqa: F811
+def files(tmp_path, world):
     """A rubric, 5 tasks and their outputs (reference rankings, one garbage)."""
     tasks = world.train_tasks[:5]
     write_tasks(tmp_path / "tasks.jsonl", tasks)
@@ -108,7 +107,7 @@ def run_judge(files, base_url, *extra, model="judge", out="out.json"):
 # ------------------------------------------------------------------------------------------ against listopd serve
 
 @pytest.fixture(scope="module")
-def tiny_server(world):  # noqa: F811
+def tiny_server(world):
     with start_server(world.student, "--served-model-name", "tiny", "--quiet") as s:
         yield s
         assert s.stop() == 0
@@ -230,7 +229,7 @@ def test_the_api_key_comes_from_the_environment_only_and_is_sent_as_bearer(files
 
 # ------------------------------------------------------------------------------------------ rubric and cache key
 
-def test_builtin_rubric_renders_the_task_and_the_output(world):  # noqa: F811
+def test_builtin_rubric_renders_the_task_and_the_output(world):
     from listopd.grading.rubric import load_rubric
 
     r = load_rubric("ranking_v1")

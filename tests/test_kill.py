@@ -27,7 +27,6 @@ import torch
 from safetensors.torch import load_file
 
 from listopd.train import checkpoint
-from trainer_fixtures import world  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +35,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NU
        "TOKENIZERS_PARALLELISM": "false"}
 
 
-def command(trainer: str, world, out: Path) -> list[str]:  # noqa: F811
+def command(trainer: str, world, out: Path) -> list[str]:
     common = ["--out", str(out), "--steps", str(STEPS), "--save-every", str(SAVE_EVERY), "--batch-size", "4",
               "--micro-batch-size", "2", "--eval-every", "0", "--threads", "1", "--lr", "1e-3"]
     if trainer == "sft":
@@ -131,7 +130,7 @@ def run_with_kills(cmd: list[str], run: Path, plan: list[tuple[str, float]], log
 
 
 @pytest.mark.parametrize("trainer", ["sft", "opd"])
-def test_sigkill_anywhere_then_restart_equals_uninterrupted(world, tmp_path, trainer):  # noqa: F811
+def test_sigkill_anywhere_then_restart_equals_uninterrupted(world, tmp_path, trainer):
     clean, run = tmp_path / "clean", tmp_path / "run"
     t0 = time.monotonic()
     proc = start(command(trainer, world, clean), tmp_path / "clean.log")
@@ -166,7 +165,7 @@ SWEEP_STEPS = 4
 TIMING_KEYS = ("train_seconds", "step_time_s", "started_at", "ended_at")
 
 
-def write_sweep_config(world, folder: Path) -> Path:  # noqa: F811
+def write_sweep_config(world, folder: Path) -> Path:
     """FOLDER/sweep.yaml for a 3-run sweep into FOLDER/out."""
     import yaml
 
@@ -196,7 +195,7 @@ def sweep_state(out: Path) -> dict:
     return state
 
 
-def test_sigkill_a_sweep_between_and_inside_runs(world, tmp_path):  # noqa: F811
+def test_sigkill_a_sweep_between_and_inside_runs(world, tmp_path):
     """A sweep killed right after a run's result file appears (between runs), in the middle of a run and
     inside a checkpoint write, then started again, ends with the same results, metrics and weights as an
     uninterrupted sweep; no run is done twice or lost, and no temporary file is left in results/."""

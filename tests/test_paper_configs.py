@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from listopd.util.config import config_from_dict, read_yaml
-from listopd.train.opd import OPDConfig, cliff_check
-from listopd.train.sft import SFTConfig
+from listopd.train.cliff import cliff_check
+from listopd.train.opd_config import OPDConfig
+from listopd.train.sft_config import SFTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = {"sft_teacher_qwen3_8b.yaml": SFTConfig, "sft_warmstart_qwen3_1p7b.yaml": SFTConfig,

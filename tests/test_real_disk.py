@@ -21,7 +21,6 @@ import torch
 from safetensors.torch import load_file
 
 from listopd.train import checkpoint
-from trainer_fixtures import world  # noqa: F401
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -54,14 +53,14 @@ def mounts():
         subprocess.run(["umount", str(target)], capture_output=True)
 
 
-def sft(world, out: Path) -> subprocess.CompletedProcess:  # noqa: F811
+def sft(world, out: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "listopd", "sft", "--model", "tiny-student", "--tokenizer", world.tok_dir,
            "--tasks", world.train, "--out", str(out), "--steps", "3", "--save-every", "1", "--batch-size", "4",
            "--micro-batch-size", "2", "--eval-every", "0", "--threads", "1", "--warmup-steps", "1"]
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
 
 
-def test_disk_fills_up_mid_run_then_the_run_finishes_after_it_grows(world, tmp_path, mounts):  # noqa: F811
+def test_disk_fills_up_mid_run_then_the_run_finishes_after_it_grows(world, tmp_path, mounts):
     disk = tmp_path / "disk"
     mounts("tmpfs", disk, size_mb=24)
     run = disk / "run"
@@ -83,7 +82,7 @@ def test_disk_fills_up_mid_run_then_the_run_finishes_after_it_grows(world, tmp_p
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_read_only_output_folder_is_a_one_line_error(world, tmp_path, mounts):  # noqa: F811
+def test_read_only_output_folder_is_a_one_line_error(world, tmp_path, mounts):
     source, target = tmp_path / "source", tmp_path / "readonly"
     source.mkdir()
     mounts("ro", target, source=source)

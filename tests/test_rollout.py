@@ -13,8 +13,7 @@ import torch
 from listopd.train.models import load_model
 from listopd.train.rollout import (Rollout, _processed_logprobs, completion_logprobs, left_pad, sample,
                              warn_if_truncated_sampling)
-from listopd.train.training import encode_prompt
-from trainer_fixtures import world  # noqa: F401
+from listopd.task.prompts import encode_prompt
 
 
 class Biased(torch.nn.Module):
@@ -37,13 +36,13 @@ class Biased(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def student(world):  # noqa: F811
+def student(world):
     torch.set_num_threads(1)
     return load_model(world.student)
 
 
 @pytest.fixture(scope="module")
-def prompts(world):  # noqa: F811
+def prompts(world):
     """Six real prompts of pairwise different lengths (so left padding differs per row)."""
     seen, out = set(), []
     for t in world.train_tasks:
@@ -86,7 +85,7 @@ def hand_rollout(prompts, completions, pad_id, eos_id) -> Rollout:
 
 # --------------------------------------------------------------------------------------------- scoring
 
-def test_completion_logprobs_match_unpadded_full_forward(world, student, prompts):  # noqa: F811
+def test_completion_logprobs_match_unpadded_full_forward(world, student, prompts):
     tok = world.tok
     eos, pad = tok.eos_token_id, tok.pad_token_id
     g = torch.Generator().manual_seed(0)
@@ -117,7 +116,7 @@ def test_completion_logprobs_match_unpadded_full_forward(world, student, prompts
     student.zero_grad(set_to_none=True)
 
 
-def test_completion_logprobs_refuse_ids_outside_the_logits(world, student, prompts):  # noqa: F811
+def test_completion_logprobs_refuse_ids_outside_the_logits(world, student, prompts):
     roll = hand_rollout(prompts[:1], [[len(world.tok) + 5]], world.tok.pad_token_id, world.tok.eos_token_id)
     with pytest.raises((ValueError, IndexError)):
         completion_logprobs(student, roll)
@@ -136,7 +135,7 @@ def _mixed_rollout(model, prompts, tok, max_new_tokens=12):
     raise AssertionError("no seed gave a rollout with both early-EOS and truncated rows")
 
 
-def test_sample_masks_eos_and_nothing_after(world, student, prompts):  # noqa: F811
+def test_sample_masks_eos_and_nothing_after(world, student, prompts):
     tok = world.tok
     eos, pad = tok.eos_token_id, tok.pad_token_id
     model = Biased(student, len(tok), eos, eos_bias=5.5)
@@ -161,7 +160,7 @@ def test_sample_masks_eos_and_nothing_after(world, student, prompts):  # noqa: F
     assert torch.all(roll.sampler_logprobs[cm == 0] == 0)
 
 
-def test_sampler_logprobs_agree_with_teacher_forcing(world, student, prompts):  # noqa: F811
+def test_sampler_logprobs_agree_with_teacher_forcing(world, student, prompts):
     tok = world.tok
     model = Biased(student, len(tok), tok.eos_token_id, eos_bias=5.5)
     roll = _mixed_rollout(model, prompts, tok)
@@ -180,7 +179,7 @@ def test_sampler_logprobs_agree_with_teacher_forcing(world, student, prompts):  
                                    atol=1e-5, rtol=0)
 
 
-def test_sampler_logprobs_report_the_processed_distribution(world, student, prompts):  # noqa: F811
+def test_sampler_logprobs_report_the_processed_distribution(world, student, prompts):
     """With temperature T the sampler reports log-probs of softmax(logits / T), not of the model."""
     tok = world.tok
     with warnings.catch_warnings():
@@ -194,7 +193,7 @@ def test_sampler_logprobs_report_the_processed_distribution(world, student, prom
     assert (roll.sampler_logprobs - plain).abs().max() > 1e-3
 
 
-def test_greedy_is_deterministic_and_takes_the_argmax(world, student, prompts):  # noqa: F811
+def test_greedy_is_deterministic_and_takes_the_argmax(world, student, prompts):
     tok = world.tok
     kw = dict(max_new_tokens=8, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, greedy=True)
     torch.manual_seed(0)
@@ -218,7 +217,7 @@ def test_greedy_is_deterministic_and_takes_the_argmax(world, student, prompts): 
     assert torch.all(k1.sampler_logprobs == 0)
 
 
-def test_same_generator_seed_same_samples(world, student, prompts):  # noqa: F811
+def test_same_generator_seed_same_samples(world, student, prompts):
     tok = world.tok
     kw = dict(max_new_tokens=8, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
     torch.manual_seed(0)
@@ -231,7 +230,7 @@ def test_same_generator_seed_same_samples(world, student, prompts):  # noqa: F81
     assert not torch.equal(a.input_ids, c.input_ids)
 
 
-def test_sample_restores_training_mode(world, student, prompts):  # noqa: F811
+def test_sample_restores_training_mode(world, student, prompts):
     tok = world.tok
     student.train()
     sample(student, prompts[:1], max_new_tokens=2, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,

@@ -5,8 +5,7 @@ import torch
 
 from listopd.train.models import load_model
 from listopd.train.rollout import PreallocatedLayer, sample
-from listopd.train.training import encode_prompt
-from trainer_fixtures import world  # noqa: F401
+from listopd.task.prompts import encode_prompt
 
 
 class NoConfig(torch.nn.Module):
@@ -20,7 +19,7 @@ class NoConfig(torch.nn.Module):
         return self.inner(**kw)
 
 
-def test_preallocated_cache_samples_what_the_default_cache_samples(world):  # noqa: F811
+def test_preallocated_cache_samples_what_the_default_cache_samples(world):
     torch.set_num_threads(1)
     model = load_model(world.eos_student)  # stops at varied lengths: rows with and without EOS
     seen, prompts = set(), []

@@ -14,14 +14,13 @@ import httpx
 import pytest
 import torch
 
-from serve_fixtures import start_server
-from trainer_fixtures import world  # noqa: F401
+from serve_process import start_server
 
 NAME = "tiny"
 
 
 @pytest.fixture(scope="module")
-def server(world):  # noqa: F811
+def server(world):
     with start_server(world.student, "--served-model-name", NAME, "--batch-window-ms", "20") as s:
         yield s
         assert s.stop() == 0
@@ -67,7 +66,7 @@ def local_greedy(model_dir, content, max_tokens):
     return len(prompt), tok.decode(ids, skip_special_tokens=True)
 
 
-def test_chat_completion_shape_and_greedy_matches_local_generation(server, world):  # noqa: F811
+def test_chat_completion_shape_and_greedy_matches_local_generation(server, world):
     content = world.val_tasks[0].context
     r = chat(server.url, content, max_tokens=12, temperature=0)
     assert r.status_code == 200, r.text
@@ -90,7 +89,7 @@ def test_chat_completion_shape_and_greedy_matches_local_generation(server, world
     assert again["id"] != body["id"]
 
 
-def test_seeded_sampling_is_reproducible(server, world):  # noqa: F811
+def test_seeded_sampling_is_reproducible(server, world):
     content = world.val_tasks[1].context
     texts = [chat(server.url, content, max_tokens=16, temperature=1.0, seed=s).json() for s in range(4)]
     texts = [t["choices"][0]["message"]["content"] for t in texts]
@@ -100,7 +99,7 @@ def test_seeded_sampling_is_reproducible(server, world):  # noqa: F811
         assert again["choices"][0]["message"]["content"] == texts[s]
 
 
-def test_engine_rows_keep_their_own_max_tokens_and_stop_at_eos(world):  # noqa: F811
+def test_engine_rows_keep_their_own_max_tokens_and_stop_at_eos(world):
     """In-process: one batch with different max_tokens gives each row what it would get alone, and a
     completion that emits EOS ends with finish_reason "stop", counting the EOS as a completion token."""
     from listopd.serving.batching import Engine, Row
@@ -178,7 +177,7 @@ def test_other_errors_use_the_openai_body(server):
     assert httpx.get(server.url + "/nope", timeout=10).json()["error"]["message"] == "Not Found"
 
 
-def test_concurrent_requests_are_batched_and_all_answered(server, world):  # noqa: F811
+def test_concurrent_requests_are_batched_and_all_answered(server, world):
     contents = [t.context for t in world.train_tasks[:8]]
     before = server.health()
     answers = concurrently(lambda c: chat(server.url, c, max_tokens=12, temperature=0), [(c,) for c in contents])
@@ -193,7 +192,7 @@ def test_concurrent_requests_are_batched_and_all_answered(server, world):  # noq
         assert a.json()["choices"][0]["message"]["content"] == alone["choices"][0]["message"]["content"]
 
 
-def test_full_queue_answers_503_and_sigint_past_the_drain_timeout_fails_queued_requests(world):  # noqa: F811
+def test_full_queue_answers_503_and_sigint_past_the_drain_timeout_fails_queued_requests(world):
     with start_server(world.student, "--served-model-name", NAME, "--max-batch", "1", "--queue-size", "1",
                       "--batch-window-ms", "0", "--drain-timeout", "0") as s:
         # 1. eight requests at once: one runs, one waits, the rest are refused at once (never left hanging)
@@ -223,7 +222,7 @@ def test_full_queue_answers_503_and_sigint_past_the_drain_timeout_fails_queued_r
         assert err["code"] == "shutting_down" and "shut down before this request ran" in err["message"]
 
 
-def test_a_taken_port_is_a_one_line_error(world):  # noqa: F811
+def test_a_taken_port_is_a_one_line_error(world):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -17,12 +17,11 @@ from listopd.cli import main
 from listopd.util.errors import ListopdError
 from listopd.experiment.sweep import (find_onset, grid_step, load_sweep, onset_table, result_rates, run_name, run_status,
                            select, train_seconds)
-from trainer_fixtures import world  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def tiny_base(world) -> dict:  # noqa: F811
+def tiny_base(world) -> dict:
     return dict(student=world.student, teacher=world.teacher, tasks=world.train, val_tasks=world.val,
                 batch_size=4, micro_batch_size=4, max_new_tokens=8, lr=1e-3, eval_every=1, save_every=1,
                 threads=1)
@@ -115,7 +114,7 @@ def test_train_seconds_adds_up_across_resumes():
 
 # ------------------------------------------------------------------------------------------ real runs
 
-def test_tiny_sweep_runs_writes_results_and_skips_on_rerun(world, tmp_path, capsys):  # noqa: F811
+def test_tiny_sweep_runs_writes_results_and_skips_on_rerun(world, tmp_path, capsys):
     path = write_sweep(tmp_path, tiny_base(world), {"reward_scale": [1.0, 1.5], "seed": [0, 1], "steps": 2})
     out = tmp_path / "out"
 
@@ -158,22 +157,22 @@ def test_tiny_sweep_runs_writes_results_and_skips_on_rerun(world, tmp_path, caps
     assert sum(line.endswith(" done") for line in text.splitlines()) == 4 and "0 steps left" in text
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(world, tmp_path, monkeypatch, capsys):  # noqa: F811
-    from listopd.train import training
+def test_interrupted_run_resumes_from_its_checkpoint(world, tmp_path, monkeypatch, capsys):
+    from listopd.train import metrics_log
 
     path = write_sweep(tmp_path, tiny_base(world), {"reward_scale": [1.5], "seed": [0], "steps": 2})
     sweep = load_sweep(path)
     run = sweep.runs[0]
-    real_write = training.MetricsLog.write
+    real_write = metrics_log.MetricsLog.write
 
     def crash_at_step_2(self, record):
         if record["step"] == 2:
             raise KeyboardInterrupt
         real_write(self, record)
 
-    monkeypatch.setattr(training.MetricsLog, "write", crash_at_step_2)
+    monkeypatch.setattr(metrics_log.MetricsLog, "write", crash_at_step_2)
     assert main(["sweep", path, "--quiet"]) == 130
-    monkeypatch.setattr(training.MetricsLog, "write", real_write)
+    monkeypatch.setattr(metrics_log.MetricsLog, "write", real_write)
     assert not sweep.result_path(run).exists()
     assert run_status(sweep, run) == ("partial", 1)
     first_start = json.loads((sweep.run_dir(run) / "sweep_run.json").read_text())["started_at"]
@@ -254,7 +253,7 @@ def test_onset_table_and_result_files(tmp_path):
     assert grid_step([1.1, 1.2, 1.25, 1.3, 1.35]) == pytest.approx(0.05)
 
 
-def test_rerun_with_a_calibration_file_skips_and_resumes(world, tmp_path, capsys):  # noqa: F811
+def test_rerun_with_a_calibration_file_skips_and_resumes(world, tmp_path, capsys):
     """With `calibration:` in base, a run folder records what the cliff check read from the file; a re-run
     must still see the same config (it once refused: the file's p and b were stored over cliff_p/cliff_b),
     also for run folders written in that older layout."""

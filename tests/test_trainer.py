@@ -1,4 +1,4 @@
-"""The ListOPD and SFT trainers on real tiny Qwen3 models (see trainer_fixtures.py for the set-up).
+"""The ListOPD and SFT trainers on real tiny Qwen3 models (see tiny_world.py for the set-up).
 
 - λ = 1 is plain OPD: `run_opd` steps against a hand-written plain-OPD loop on the same rollouts
   (same generator seed, same data order), at the weight level (AdamW + clipping) and the gradient level;
@@ -21,8 +21,8 @@ from listopd.train.models import load_model
 from listopd.train.opd import run_opd
 from listopd.train.rollout import sample as real_sample
 from listopd.train.sft import run_sft
-from listopd.train.training import MetricsLog
-from trainer_fixtures import opd_config, sft_config, world  # noqa: F401
+from listopd.train.metrics_log import MetricsLog
+from tiny_world import opd_config, sft_config
 
 
 def read_metrics(run) -> list[dict]:
@@ -35,7 +35,7 @@ def final_weights(run) -> dict[str, torch.Tensor]:
 
 # --------------------------------------------------------------------------------------------- λ = 1
 
-def plain_opd_reference(world, cfg, *, steps: int, make_opt):  # noqa: F811
+def plain_opd_reference(world, cfg, *, steps: int, make_opt):
     """Plain on-policy distillation written out by hand, independent of listopd.core.loss and of
     completion_logprobs: each sampled completion is scored by one unpadded full forward pass, and
 
@@ -44,7 +44,8 @@ def plain_opd_reference(world, cfg, *, steps: int, make_opt):  # noqa: F811
     then clip_grad_norm_(grad_clip) and the optimiser step. The rollout is reproduced with the trainer's
     generator seed (seed·1000 + rank 0) and data order (batch_indices)."""
     from listopd.task.tasks import read_tasks
-    from listopd.train.training import batch_indices, encode_prompt
+    from listopd.task.prompts import encode_prompt
+    from listopd.train.data_order import batch_indices
 
     tok = world.tok
     torch.manual_seed(cfg.seed)
@@ -95,7 +96,7 @@ def record_rollouts(monkeypatch):
         seen.append(roll)
         return roll
 
-    monkeypatch.setattr("listopd.train.rollout.sample", recording_sample)
+    monkeypatch.setattr("listopd.train.opd.sample", recording_sample)
     return seen
 
 
@@ -106,7 +107,7 @@ def _same_rollouts(trainer_rolls, reference_rolls):
         assert torch.equal(a.completion_mask, b.completion_mask)
 
 
-def test_lambda_one_matches_hand_written_plain_opd_weights(world, tmp_path, record_rollouts):  # noqa: F811
+def test_lambda_one_matches_hand_written_plain_opd_weights(world, tmp_path, record_rollouts):
     """Two run_opd steps at λ = 1 (clip_mode none, AdamW, lr 1e-3, grad_clip 1) give the weights of the
     hand-written plain-OPD loop with the same optimiser settings and clipping, on identical rollouts.
 
@@ -163,13 +164,13 @@ class _Recorder:
         return RecordingSGD(params, lr=lr)
 
 
-def test_lambda_one_gradient_is_the_plain_opd_gradient(world, tmp_path, monkeypatch, record_rollouts):  # noqa: F811
+def test_lambda_one_gradient_is_the_plain_opd_gradient(world, tmp_path, monkeypatch, record_rollouts):
     """Gradient level, so that scale matters (Adam is invariant to it): the trainer's clipped gradient and
     its logged pre-clip norm equal the hand-written plain-OPD ones; at λ = 2 with the default base (the
     frozen warm start, equal to π_old at step 1) the advantage doubles, so the pre-clip norm doubles and
     the clipped gradient keeps its direction."""
     recorder = _Recorder()
-    monkeypatch.setattr("listopd.train.training.make_optimizer", recorder)
+    monkeypatch.setattr("listopd.train.opd.make_optimizer", recorder)
     cfg = opd_config(world, tmp_path / "l1", student=world.eos_student, steps=1, reward_scale=1.0,
                      clip_mode="none", lr=1e-3, grad_clip=0.05, batch_size=6, micro_batch_size=4)
     run_opd(cfg, quiet=True)
@@ -197,7 +198,7 @@ def test_lambda_one_gradient_is_the_plain_opd_gradient(world, tmp_path, monkeypa
 # --------------------------------------------------------------------------------------------- vocabulary
 
 @pytest.fixture(scope="module")
-def other_eos_teacher(world, tmp_path_factory):  # noqa: F811
+def other_eos_teacher(world, tmp_path_factory):
     """The teacher with the same vocabulary but a different EOS id (the PAD token as EOS)."""
     import shutil
 
@@ -212,7 +213,7 @@ def other_eos_teacher(world, tmp_path_factory):  # noqa: F811
 
 
 @pytest.mark.parametrize("which", ["teacher_other_text", "teacher_other_eos", "base_other_text"])
-def test_vocabulary_mismatch_refused_before_training(world, tmp_path, which, other_eos_teacher):  # noqa: F811
+def test_vocabulary_mismatch_refused_before_training(world, tmp_path, which, other_eos_teacher):
     out = tmp_path / "run"
     if which == "teacher_other_text":
         cfg, expect = opd_config(world, out, teacher=world.other_teacher), ("student and teacher", "vocabulary size")
@@ -229,7 +230,7 @@ def test_vocabulary_mismatch_refused_before_training(world, tmp_path, which, oth
     assert not out.exists()  # refused before anything was written or trained
 
 
-def test_vocabulary_mismatch_through_cli(world, tmp_path, capsys):  # noqa: F811
+def test_vocabulary_mismatch_through_cli(world, tmp_path, capsys):
     from listopd.cli import main
 
     out = tmp_path / "run"
@@ -292,13 +293,13 @@ def _assert_resume_equals_uninterrupted(run_fn, cfg_clean, cfg_crash, monkeypatc
     assert json.loads((crash_dir / "summary.json").read_text())["steps"] == n_steps
 
 
-def test_opd_resume_after_crash_is_bitwise_uninterrupted(world, tmp_path, monkeypatch):  # noqa: F811
+def test_opd_resume_after_crash_is_bitwise_uninterrupted(world, tmp_path, monkeypatch):
     kw = dict(steps=6, save_every=2, lr=1e-3, val_tasks=world.val, eval_tasks=4)
     _assert_resume_equals_uninterrupted(run_opd, opd_config(world, tmp_path / "clean", **kw),
                                         opd_config(world, tmp_path / "crash", **kw), monkeypatch, 6)
 
 
-def test_sft_resume_after_crash_is_bitwise_uninterrupted(world, tmp_path, monkeypatch):  # noqa: F811
+def test_sft_resume_after_crash_is_bitwise_uninterrupted(world, tmp_path, monkeypatch):
     kw = dict(steps=6, save_every=2, warmup_steps=2, schedule="cosine")  # the LR schedule state matters
     _assert_resume_equals_uninterrupted(run_sft, sft_config(world, tmp_path / "clean", **kw),
                                         sft_config(world, tmp_path / "crash", **kw), monkeypatch, 6)
@@ -323,7 +324,7 @@ def calibration(tmp_path):
 
 
 @pytest.mark.parametrize("source", ["cliff_pb", "calibration"])
-def test_cliff_refused_above_lambda_star(world, tmp_path, source, calibration):  # noqa: F811
+def test_cliff_refused_above_lambda_star(world, tmp_path, source, calibration):
     lam_star = _lambda_star()
     assert 1.0 < lam_star < 1.5
     extra = dict(cliff_p=P, cliff_b=B) if source == "cliff_pb" else dict(calibration=calibration)
@@ -336,8 +337,8 @@ def test_cliff_refused_above_lambda_star(world, tmp_path, source, calibration): 
     assert not out.exists()
 
 
-def test_cliff_check_below_and_other_clip_modes(world, tmp_path, calibration):  # noqa: F811
-    from listopd.train.opd import cliff_check
+def test_cliff_check_below_and_other_clip_modes(world, tmp_path, calibration):
+    from listopd.train.cliff import cliff_check
 
     lam_star = _lambda_star()
     below = cliff_check(opd_config(world, tmp_path, reward_scale=1.2, clip_strength=C, calibration=calibration))
@@ -350,7 +351,7 @@ def test_cliff_check_below_and_other_clip_modes(world, tmp_path, calibration):  
 
 
 @pytest.mark.parametrize("source", ["cliff_pb", "calibration"])
-def test_allow_above_cliff_starts(world, tmp_path, source, calibration):  # noqa: F811
+def test_allow_above_cliff_starts(world, tmp_path, source, calibration):
     extra = dict(cliff_p=P, cliff_b=B) if source == "cliff_pb" else dict(calibration=calibration)
     out = tmp_path / "run"
     summary = run_opd(opd_config(world, out, reward_scale=1.5, clip_strength=C, allow_above_cliff=True,
@@ -363,7 +364,7 @@ def test_allow_above_cliff_starts(world, tmp_path, source, calibration):  # noqa
     assert (out / "final" / "model.safetensors").is_file()
 
 
-def test_guard_margin_stop_checkpoints_and_summarises(world, tmp_path, monkeypatch):  # noqa: F811
+def test_guard_margin_stop_checkpoints_and_summarises(world, tmp_path, monkeypatch):
     """The rollout parse rate (judged by the contract) is 1 for three steps, then 0. With window 2 and
     margin 0.5 the windowed rate goes 1, 1, 1, 0.5 (not *more* than 0.5 below the best), 0 → stop at 5."""
     from listopd.train.checkpoint import latest_checkpoint
@@ -371,13 +372,13 @@ def test_guard_margin_stop_checkpoints_and_summarises(world, tmp_path, monkeypat
 
     batch, calls = 4, []
 
-    def judge(self, text):
+    def check(self, text):
         calls.append(text)
         if len(calls) <= 3 * batch:
             return Verdict(Kind.OK, ranking=("A", "B", "C", "D"))
         return Verdict(Kind.NOT_JSON, position=0)
 
-    monkeypatch.setattr(RankingContract, "judge", judge)
+    monkeypatch.setattr(RankingContract, "check", check)
     out = tmp_path / "run"
     cfg = opd_config(world, out, steps=20, batch_size=batch, micro_batch_size=batch, guard_margin=0.5,
                      guard_window=2, save_every=100, max_new_tokens=4)
@@ -419,7 +420,7 @@ def _target_loglik(model_dir, tasks, tok) -> float:
 def _teacher_lp_of_student_samples(student_dir, teacher_dir, tasks, tok, seed=0) -> float:
     """Mean log π_T per completion token of completions sampled (T = 1) from the student on `tasks`."""
     from listopd.train.rollout import completion_logprobs
-    from listopd.train.training import encode_prompt
+    from listopd.task.prompts import encode_prompt
 
     student, teacher = load_model(student_dir), load_model(teacher_dir)
     roll = real_sample(student, [encode_prompt(t, tok) for t in tasks], max_new_tokens=32,
@@ -441,8 +442,8 @@ def test_end_to_end_sft_then_opd_lambda_one(tmp_path):
     outputs are well-formed JSON with a repeated id), so the parse-rate check is 0 ≥ 0 here; the last
     check (mass on the contract-keeping class, position by position) is the one that can fail."""
     from listopd.task.data.synth import make_synth_tasks
-    from listopd.train.opd import OPDConfig
-    from listopd.train.sft import SFTConfig
+    from listopd.train.opd_config import OPDConfig
+    from listopd.train.sft_config import SFTConfig
     from listopd.task.tasks import write_tasks
     from listopd.task.tokenizer import task_texts, train_tokenizer
 

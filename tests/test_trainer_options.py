@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 import torch
-from dist_world import dist_world, read_metrics, read_summary  # noqa: F401
+from dist_helpers import read_metrics, read_summary
 from safetensors.torch import load_file
 
 pytest.importorskip("peft")
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def _sft_cfg(world, out, **kw):
-    from listopd.train.sft import SFTConfig
+    from listopd.train.sft_config import SFTConfig
 
     base = dict(model="tiny-student", tokenizer=world.tok, tasks=world.tasks, out=str(out), steps=2, batch_size=4,
                 micro_batch_size=2, lr=1e-2, warmup_steps=0, eval_every=0, save_every=1, threads=1, seed=0)
@@ -29,7 +29,7 @@ def _sft_cfg(world, out, **kw):
 
 
 def _opd_cfg(world, out, **kw):
-    from listopd.train.opd import OPDConfig
+    from listopd.train.opd_config import OPDConfig
 
     base = dict(student=world.student, teacher=world.teacher, tasks=world.tasks, out=str(out), steps=2,
                 batch_size=4, micro_batch_size=2, max_new_tokens=12, reward_scale=1.25, lr=1e-2, eval_every=0,
@@ -89,7 +89,7 @@ def _check_plain_export(run, reference):
     return model
 
 
-def test_sft_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):  # noqa: F811
+def test_sft_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):
     from listopd.train.models import build_model, load_tokenizer
     from listopd.train.sft import run_sft
 
@@ -115,7 +115,7 @@ def test_sft_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):  
     _crash_and_resume(run, 2, lambda: run_sft(cfg, quiet=True))
 
 
-def test_opd_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):  # noqa: F811
+def test_opd_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):
     from listopd.train.models import load_model
     from listopd.train.opd import run_opd
 
@@ -131,7 +131,7 @@ def test_opd_lora_adapter_only_resume_and_merged_export(dist_world, tmp_path):  
     _crash_and_resume(run, 2, lambda: run_opd(cfg, quiet=True))
 
 
-def test_sft_bf16_two_steps(dist_world, tmp_path):  # noqa: F811
+def test_sft_bf16_two_steps(dist_world, tmp_path):
     from listopd.train.sft import run_sft
 
     run_sft(_sft_cfg(dist_world, tmp_path / "fp32", save_every=10), quiet=True)
@@ -147,7 +147,7 @@ def test_sft_bf16_two_steps(dist_world, tmp_path):  # noqa: F811
     assert all(v.dtype == torch.float32 for v in exported.values())
 
 
-def test_opd_bf16_two_steps(dist_world, tmp_path):  # noqa: F811
+def test_opd_bf16_two_steps(dist_world, tmp_path):
     from listopd.train.opd import run_opd
 
     summary = run_opd(_opd_cfg(dist_world, tmp_path / "bf16", bf16=True, save_every=10), quiet=True)

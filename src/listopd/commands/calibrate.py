@@ -39,7 +39,7 @@ def run(args) -> int:
     from listopd.train.models import check_same_vocabulary, load_model, load_tokenizer
     from listopd.core import theory
     from listopd.task.tasks import read_tasks
-    from listopd.train.training import generate_outputs
+    from listopd.train.evaluation import generate_outputs
 
     theory.lambda_star_base_neutral(0.9, args.c)  # validates c
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 from listopd.util.config import add_config_arguments, load_config
-from listopd.train.opd import OPDConfig
+from listopd.train.opd_config import OPDConfig
 
 
 def add_arguments(parser) -> None:

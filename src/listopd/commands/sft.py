@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from listopd.util.config import add_config_arguments, load_config
-from listopd.train.sft import SFTConfig
+from listopd.train.sft_config import SFTConfig
 
 
 def add_arguments(parser) -> None:

@@ -50,7 +50,8 @@ from dataclasses import dataclass
 
 import torch
 
-CLIP_MODES = ("teacher_ratio", "truncated_is", "dual_clip", "none")
+from listopd.core.clip import check_loss_args
+
 
 
 @dataclass(frozen=True)
@@ -58,23 +59,6 @@ class LossOutput:
     loss: torch.Tensor  # scalar, differentiable
     advantages: torch.Tensor  # [B, T], detached
     stats: dict[str, float]  # masked summaries for logging
-
-
-def check_loss_args(reward_scale: float | torch.Tensor, clip_strength: float, clip_mode: str,
-                    eps_low: float, eps_high: float) -> None:
-    """Refuse meaningless settings with the reason (shared by the trainer's config validation)."""
-    from listopd.util.errors import DomainError
-
-    if clip_mode not in CLIP_MODES:
-        raise DomainError(f"clip_mode must be one of {', '.join(CLIP_MODES)}; got {clip_mode!r}")
-    lam = torch.as_tensor(reward_scale, dtype=torch.float64)
-    if not bool((torch.isfinite(lam) & (lam > 0)).all()):
-        raise DomainError(f"reward_scale (λ) must be a finite number > 0; got {reward_scale}")
-    if clip_mode != "none" and not (math.isfinite(clip_strength) and clip_strength > 1):
-        raise DomainError(f"clip_strength (c) must be a finite number > 1; got {clip_strength}")
-    for name, eps in (("eps_low", eps_low), ("eps_high", eps_high)):
-        if not (0 < eps < 1):
-            raise DomainError(f"{name} (PPO ratio clip) must be in the open interval (0, 1); got {eps}")
 
 
 def extrapolated_advantage(lp_teacher: torch.Tensor, lp_base: torch.Tensor, lp_old: torch.Tensor, *,

@@ -264,7 +264,8 @@ def calibrate(teacher, warm_start, tokenizer, tasks, *, c: float, sources=("refe
     `warm_outputs` (task id -> the warm start's own output) adds the failure-role counts."""
     from listopd.task.contract import RankingContract
     from listopd.task.prompts import target_text
-    from listopd.train.training import encode_prompt, generate_outputs
+    from listopd.task.prompts import encode_prompt
+    from listopd.train.evaluation import generate_outputs
 
     width = teacher.get_output_embeddings().weight.shape[0]
     vocab = VocabularyText.from_tokenizer(tokenizer, width=width)
@@ -275,7 +276,7 @@ def calibrate(teacher, warm_start, tokenizer, tasks, *, c: float, sources=("refe
         contract = RankingContract.for_task(task)
         prompt = encode_prompt(task, tokenizer)
         outputs = {"reference": target_text(task)} if "reference" in sources else {}
-        if "teacher" in sources and contract.judge(teacher_out[task.id]).ok:
+        if "teacher" in sources and contract.check(teacher_out[task.id]).ok:
             outputs["teacher"] = teacher_out[task.id]
         for source, text in outputs.items():
             out_ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
@@ -295,7 +296,7 @@ def calibrate(teacher, warm_start, tokenizer, tasks, *, c: float, sources=("refe
 def failure_role(contract, text: str) -> str:
     """Where a warm-start output first breaks the contract: 'ok', or the failure kind with the number of
     the list entry it broke at (e.g. 'duplicate_id@id_7': the 7th entry repeated an id)."""
-    verdict = contract.judge(text)
+    verdict = contract.check(text)
     if verdict.ok:
         return "ok"
     if verdict.kind in ("duplicate_id", "unknown_id", "missing_id", "wrong_shape") and verdict.position is not None:

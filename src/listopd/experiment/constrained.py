@@ -3,7 +3,7 @@
 The same model decodes the same tasks three ways, through the same KV-cache loop (`listopd.train.rollout.sample`,
 whose `logits_hook` masks the logits before the argmax or the sampling), at the same batch size:
 
-    unconstrained   the plain model, as `listopd.train.training.evaluate` decodes it
+    unconstrained   the plain model, as `listopd.train.evaluation.evaluate` decodes it
     json-schema     xgrammar (a real grammar engine) compiled from the ranking contract written as JSON Schema:
                         {"type": "object",
                          "properties": {"ranking": {"type": "array", "items": {"enum": [ids]},
@@ -199,7 +199,7 @@ def decode(model, tokenizer, tasks, decoding: str, *, engine: SchemaEngine | Non
     import torch
 
     from listopd.train.rollout import sample
-    from listopd.train.training import decode_completions, prompt_batches
+    from listopd.train.evaluation import decode_completions, prompt_batches
 
     if decoding not in DECODINGS:
         raise ValueError(f"unknown decoding {decoding!r}")

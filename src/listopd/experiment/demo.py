@@ -16,33 +16,35 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from listopd.util.config import option
+
 
 @dataclass
 class DemoConfig:
-    out: str = "runs/demo"
-    seed: int = 0
-    n_users: int = 1500
-    n_items: int = 600
-    history_len: int = 3
-    min_history: int = 2
+    out: str = option("runs/demo", "output folder (each stage is skipped when its output is already there)")
+    seed: int = option(0, "seed of the synthetic data")
+    n_users: int = option(1500, "synthetic users (one task each; split 80/10/10 by user)")
+    n_items: int = option(600, "synthetic catalogue items")
+    history_len: int = option(3, "most history titles in a task's context")
+    min_history: int = option(2, "fewest history titles in a task's context")
     # Budgets sized so that `make demo` (install included) stays under 10 minutes on this 2-core CPU: 300/300
     # SFT steps and 2 × 40 ListOPD steps took 556 s + 44 s of install; 280/280 and 2 × 32 took 541 s + 51 s.
-    teacher_steps: int = 280
+    teacher_steps: int = option(280, "SFT steps of the teacher")
     # The warm start's parse rate climbs steeply with SFT steps (bf16 autocast, this data): at 280 steps 0%
     # greedy / 17% sampled, at 300 steps 100% greedy / 31–38% sampled. Either way the sampled distribution,
     # which on-policy training shapes, has headroom below the teacher's (60–81% sampled).
-    warm_steps: int = 280
-    opd_steps: int = 24
-    batch_size: int = 16
-    sft_lr: float = 1e-3
-    sft_bf16: bool = True  # bfloat16 autocast: ~20% faster SFT on this CPU (AMX), same loss curve
-    opd_lr: float = 3e-5
-    estimator: str = "expected"  # see listopd.core.loss.listopd_expected_loss: far less gradient noise
-    c: float = 5.0
-    below_frac: float = 0.5
-    above_gap: float = 0.5
-    calibration_tasks: int = 40
-    eval_tasks: int = 80
+    warm_steps: int = option(280, "SFT steps of the warm-start student (stopped early: parse headroom)")
+    opd_steps: int = option(24, "ListOPD steps of each of the two runs")
+    batch_size: int = option(16, "batch size of every training stage")
+    sft_lr: float = option(1e-3, "SFT learning rate")
+    sft_bf16: bool = option(True, "bfloat16 autocast for SFT (~20% faster on this CPU, same loss curve)")
+    opd_lr: float = option(3e-5, "ListOPD learning rate")
+    estimator: str = option("expected", "ListOPD estimator (sampled or expected: far less gradient noise)")
+    c: float = option(5.0, "clip strength c of the ListOPD runs and of λ*")
+    below_frac: float = option(0.5, "the run below the cliff trains at λ = 1 + below_frac·(λ* − 1)")
+    above_gap: float = option(0.5, "the run above the cliff trains at λ = λ* + above_gap")
+    calibration_tasks: int = option(40, "validation tasks the calibration walks")
+    eval_tasks: int = option(80, "test tasks every model is evaluated on")
 
 
 def _say(t0: float, message: str) -> None:
@@ -55,11 +57,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     from listopd.task.data.synth import make_synth_tasks
     from listopd.util.io import atomic_write_json, atomic_write_text, json_safe
     from listopd.train.models import count_parameters, load_model, load_tokenizer
-    from listopd.train.opd import OPDConfig, run_opd
-    from listopd.train.sft import SFTConfig, run_sft
+    from listopd.train.opd import run_opd
+    from listopd.train.opd_config import OPDConfig
+    from listopd.train.sft import run_sft
+    from listopd.train.sft_config import SFTConfig
     from listopd.task.tasks import read_tasks, write_tasks
     from listopd.task.tokenizer import task_texts, train_tokenizer
-    from listopd.train.training import evaluate, generate_outputs
+    from listopd.train.evaluation import evaluate, generate_outputs
 
     out, t0 = Path(cfg.out), time.time()
     out.mkdir(parents=True, exist_ok=True)

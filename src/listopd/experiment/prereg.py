@@ -191,7 +191,7 @@ def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
 
 def read_calibration(path: str) -> dict:
     """p, b and the context of a calibration.json (refuses one without a binding role)."""
-    from listopd.experiment.calibrate import read_calibration_file
+    from listopd.train.cliff import read_calibration_file
 
     data = read_calibration_file(path)
     p, b = data["p"], data["b"]

@@ -32,7 +32,8 @@ import torch
 
 from listopd.core import theory
 from listopd.util.errors import DomainError
-from listopd.core.loss import CLIP_MODES, listopd_loss
+from listopd.core.clip import CLIP_MODES
+from listopd.core.loss import listopd_loss
 
 DYNAMICS = ("exact", "sampled")
 OPTIMIZERS = ("sgd", "adam")

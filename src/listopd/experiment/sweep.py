@@ -67,7 +67,7 @@ from pathlib import Path
 
 from listopd.util.config import config_from_dict, read_yaml
 from listopd.util.errors import InputError, ListopdError
-from listopd.train.opd import OPDConfig
+from listopd.train.opd_config import OPDConfig
 
 TOP_KEYS = ("out", "base", "grid", "prereg")
 GRID_KEYS = ("reward_scale", "seed", "clip_strength", "steps")

@@ -1,11 +1,11 @@
-"""The output contract of the listwise task: strict judge, exact prefix automaton, lenient repair.
+"""The output contract of the listwise task: strict check, exact prefix automaton, lenient repair.
 
 A valid output is exactly one JSON object with one member, the key (default "ranking"), whose value is a
 list of strings that is a permutation of exactly the K candidate ids:
 
     {"ranking": ["C", "A", "B"]}
 
-Rules (every rule below is shared by `judge`, `is_viable_prefix` and the incremental `State`):
+Rules (every rule below is shared by `check`, `is_viable_prefix` and the incremental `State`):
 
 - JSON whitespace (space, tab, \\n, \\r) is allowed wherever JSON allows it: before and after the object and
   around every `{ } [ ] : ,`. Nothing else may precede or follow the object: an EOS marker left in the
@@ -33,7 +33,7 @@ with ids "A", "B", the text ["A", "AB"] is unknown_id and ["A", "B", "A"] (after
 
 `State` is the incremental automaton: `contract.start().feed(text)` returns the state after `text` or None
 when no valid output can start with it, so `is_viable_prefix(t) == (start().feed(t) is not None)` and
-`judge(t).ok == start().feed(t).accepting`, exactly, by construction. States are interned and their
+`check(t).ok == start().feed(t).accepting`, exactly, by construction. States are interned and their
 transitions cached per character (a lazily built DFA), so advancing one state by many short token strings
 is a few dictionary look-ups per token; contracts over the same id set share one automaton.
 The automaton reads text (str), not bytes: a caller testing tokenizer pieces must pass each token's decoded
@@ -69,12 +69,12 @@ class Kind(StrEnum):
 
 
 KINDS: tuple[Kind, ...] = tuple(Kind)
-_TOO_MANY = "too_many"  # internal: a comma after all K ids; judge classifies it by what follows
+_TOO_MANY = "too_many"  # internal: a comma after all K ids; check classifies it by what follows
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The judge's answer. `ranking` is set iff kind is ok; `position` is the index of the character at
+    """The strict check's answer. `ranking` is set iff kind is ok; `position` is the index of the character at
     which the text became invalid (None for ok and truncated)."""
 
     kind: Kind
@@ -373,11 +373,11 @@ class RankingContract:
         """True iff some continuation of `prefix` is a valid output (valid outputs included)."""
         return self.start().feed(prefix) is not None
 
-    # -- strict judge ------------------------------------------------------------------------------------
-    def judge(self, text: str) -> Verdict:
+    # -- strict check ------------------------------------------------------------------------------------
+    def check(self, text: str) -> Verdict:
         """Strict verdict on a complete output. Never raises on a str."""
         if not isinstance(text, str):
-            raise TypeError(f"judge() takes a str, got {type(text).__name__}")
+            raise TypeError(f"check() takes a str, got {type(text).__name__}")
         s = self.start()
         entry_start = 0  # where the list entry being read opened its quote
         for pos, ch in enumerate(text):
@@ -444,7 +444,7 @@ class RankingContract:
         Returns None when no source names a known id (then the repaired metrics score 0)."""
         if not isinstance(text, str):
             raise TypeError(f"repair() takes a str, got {type(text).__name__}")
-        v = self.judge(text)
+        v = self.check(text)
         if v.ok:
             return list(v.ranking)
         for entries in (self._json_entries(text), self._quoted_entries(text), self._word_entries(text)):

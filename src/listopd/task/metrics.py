@@ -34,7 +34,8 @@ import numpy as np
 
 from listopd.task.contract import KINDS, Kind, RankingContract
 from listopd.util.errors import InputError
-from listopd.task.tasks import Task, iter_jsonl
+from listopd.task.tasks import Task
+from listopd.util.jsonl import iter_jsonl
 
 RELEVANT_RULES = ("positive", "max")
 VARIANTS = ("parsed", "strict", "repaired")
@@ -169,7 +170,7 @@ def per_task(tasks: Sequence[Task], outputs, *, k: int = 5, relevant: str = "pos
     for j, task in enumerate(tasks):
         contract = RankingContract(task.candidate_ids)
         text = outputs[task.id]
-        verdict = contract.judge(text)
+        verdict = contract.check(text)
         res["kind"].append(verdict.kind)
         if verdict.ok:
             for name, v in ranking_metrics(verdict.ranking, task, k, relevant).items():

@@ -78,3 +78,8 @@ def reference_ranking(task: Task) -> list[str]:
 def target_text(task: Task, key: str = "ranking") -> str:
     """The reference output, in the canonical form: {"ranking": ["C", "A", ...]}."""
     return canonical_json(reference_ranking(task), key)
+
+
+def encode_prompt(task: Task, tokenizer) -> list[int]:
+    """The prompt's token ids, as every trainer, sampler and scorer feeds them to a model."""
+    return tokenizer.encode(render_prompt(task, tokenizer), add_special_tokens=False)

@@ -349,3 +349,19 @@ def check_same_vocabulary(student_tok, teacher_tok, base_tok=None, *, names=("st
         if model is not None:
             check_model_vocabulary(model, tok, name)
     return len(student_tok)
+
+
+def load_frozen(path_or_name, dtype=None):
+    """A model for scoring only: eval mode, no gradients (the teacher and the base of ListOPD)."""
+    model = load_model(path_or_name, dtype=dtype)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def apply_lora(model, r: int, alpha: int):
+    """LoRA adapters of rank r on every linear layer (peft); only they train, the export merges them."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear",
+                                            task_type="CAUSAL_LM"))

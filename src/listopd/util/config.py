@@ -1,7 +1,8 @@
 """Config dataclasses: loadable from YAML, overridable from the command line, validated at start.
 
 A config class is a plain dataclass whose fields have simple types (str, int, float, bool, or
-`X | None`). `add_config_arguments(parser, cls)` adds one `--field-name` option per field (no defaults on
+`X | None`), each declared with `option(default, "help")` so that its help sits beside it and `--help` shows
+it. `add_config_arguments(parser, cls)` adds one `--field-name` option per field (no defaults on
 the parser, so only what the user typed overrides the YAML), and `load_config(cls, args)` merges:
 defaults < YAML file (`--config FILE`) < command-line flags, then calls the class's `validate()`.
 
@@ -43,11 +44,22 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false; got {text!r}")
 
 
+def option(default=dataclasses.MISSING, help: str = ""):  # noqa: A002 - argparse's word for it
+    """A config field with its help text beside it (no default: a required option)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def field_help(cls) -> dict[str, str]:
+    """Each field's help text ("" where a field was declared without `option`)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
     parser.add_argument("--config", help="YAML file with any of the options below (flags override it)")
+    helps = field_help(cls)
     for name, (typ, _optional) in _field_types(cls).items():
         flag = "--" + name.replace("_", "-")
-        doc = cls.HELP.get(name, "") if hasattr(cls, "HELP") else ""
+        doc = helps[name].replace("%", "%%")  # argparse formats help with %
         default = next(f for f in dataclasses.fields(cls) if f.name == name).default
         shown = "" if default is dataclasses.MISSING else f" (default: {default})"
         if typ is bool:  # `--bf16` alone means true; `--bf16 false` is accepted too

@@ -57,8 +57,9 @@ from pathlib import Path
 from typing import Iterator
 
 from listopd.task.data.synth import history_context, letter_ids
-from listopd.util.errors import DomainError, InputError
 from listopd.task.tasks import Candidate, Task
+from listopd.util.errors import DomainError, InputError
+from listopd.util.jsonl import open_binary
 
 TASK_KINDS = ("next-item", "review-item")
 SUBSET_FILES = ("interactions.csv", "items.csv", "amazon_subset_0512.csv.gz")
@@ -150,19 +151,12 @@ def _timestamp(value) -> int | None:
 
 # ---------------------------------------------------------------- raw JSONL streaming
 
-def _open_binary(path: Path):
-    """Open plain or gzip (detected by magic bytes) for reading bytes line by line."""
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
-
-
-def iter_jsonl(path, stats: AmazonStats, strict: bool = False) -> Iterator[tuple[int, dict]]:
+def iter_json_objects(path, stats: AmazonStats, strict: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each JSON-object line; bad lines are counted (or raise when strict)."""
     path = Path(path)
     if not path.is_file():
         raise InputError("file not found", path=str(path))
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         for line_no, raw in enumerate(f, 1):
             if not raw.strip():
                 stats.blank_lines += 1
@@ -202,7 +196,7 @@ def read_reviews(path, stats: AmazonStats, *, text_chars: int = 0, strict: bool 
     stats.sources.append(str(path))
     out: list[Interaction] = []
     interned: dict[str, str] = {}
-    for line_no, rec in iter_jsonl(path, stats, strict):
+    for line_no, rec in iter_json_objects(path, stats, strict):
         stats.reviews_read += 1
         it = _interaction(rec, len(out), text_chars, (path, line_no), stats, strict, interned)
         if it is not None:
@@ -215,7 +209,7 @@ def read_titles(path, stats: AmazonStats, wanted: set[str] | None = None, *, str
     (None: all) and only non-empty titles. A line without parent_asin counts as malformed."""
     stats.sources.append(str(path))
     titles: dict[str, str] = {}
-    for line_no, rec in iter_jsonl(path, stats, strict):
+    for line_no, rec in iter_json_objects(path, stats, strict):
         stats.meta_read += 1
         asin = rec.get("parent_asin")
         if not isinstance(asin, str) or not asin:

@@ -6,7 +6,7 @@ K=4 synthetic tasks, a 512-token tokenizer trained on them, and saved tiny model
     world.student              folder: tiny-student (seed 1) + tokenizer
     world.teacher              folder: tiny-teacher (seed 2) + tokenizer
 
-Built once per test process (module-level cache) under a pytest temporary folder.
+Built once per test session (the `dist_world` fixture in conftest.py) under a pytest temporary folder.
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
-
-import pytest
-
-_CACHE: dict = {}
-
 
 def build_world(root: Path) -> SimpleNamespace:
     from listopd.task.data.synth import make_synth_tasks
@@ -37,13 +32,6 @@ def build_world(root: Path) -> SimpleNamespace:
         tok.save_pretrained(str(root / name))
     return SimpleNamespace(root=root, tasks=str(root / "train.jsonl"), val=str(root / "val.jsonl"),
                            tok=str(root / "tok"), student=str(root / "student"), teacher=str(root / "teacher"))
-
-
-@pytest.fixture(scope="session")
-def dist_world(tmp_path_factory) -> SimpleNamespace:
-    if "world" not in _CACHE:
-        _CACHE["world"] = build_world(tmp_path_factory.mktemp("dist_world"))
-    return _CACHE["world"]
 
 
 def read_metrics(run_dir) -> list[dict]:

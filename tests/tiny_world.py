@@ -1,7 +1,7 @@
-"""Tiny-model fixtures shared by the trainer tests (test_rollout, test_config, test_trainer).
+"""The tiny-model world shared by the trainer tests (test_rollout, test_config, test_trainer, ...).
 
-Everything is built once per test process (a module-level cache, so that importing these fixtures into
-several test modules does not build the models again) under one pytest temporary folder:
+`build_world` builds everything once per test session (the `world` fixture in conftest.py) under one
+pytest temporary folder:
 
     world.train / world.val    K=4 synthetic task files (32 train, 4 validation tasks, ~180-token prompts)
     world.tok_dir              byte-level BPE tokenizer trained on those tasks (~800 tokens)
@@ -12,7 +12,7 @@ several test modules does not build the models again) under one pytest temporary
     world.teacher              folder: tiny-teacher (random init, seed 2) + tokenizer
     world.other_teacher        folder: tiny-teacher + a *different* tokenizer (trained on other text)
 
-Import the fixtures into a test module with `from trainer_fixtures import world, ...  # noqa: F401`.
+Tests take the `world` fixture by name; `opd_config`, `sft_config` and `replace` are plain helpers.
 """
 
 from __future__ import annotations
@@ -20,11 +20,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
-
-import pytest
-
-_CACHE: dict = {}
-
 
 def build_world(root: Path) -> SimpleNamespace:
     import torch
@@ -74,7 +69,7 @@ def _eos_prone_student(tok, target_logit: float = 4.0):
     from listopd.task.data.synth import make_synth_tasks
     from listopd.train.models import build_model
     from listopd.train.rollout import left_pad, position_ids
-    from listopd.train.training import encode_prompt
+    from listopd.task.prompts import encode_prompt
 
     model = build_model("tiny-student", tok, seed=1)
     tasks = make_synth_tasks(n_items=60, n_users=40, history_len=2, min_history=1, k=4, seed=0)[:8]
@@ -90,16 +85,9 @@ def _eos_prone_student(tok, target_logit: float = 4.0):
     return model
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory) -> SimpleNamespace:
-    if "world" not in _CACHE:
-        _CACHE["world"] = build_world(tmp_path_factory.mktemp("trainer_world"))
-    return _CACHE["world"]
-
-
 def opd_config(world, out, **overrides):
     """A small, fast OPDConfig on the world's tiny models (λ = 1, no validation, 8-token completions)."""
-    from listopd.train.opd import OPDConfig
+    from listopd.train.opd_config import OPDConfig
 
     base = dict(student=world.student, teacher=world.teacher, tasks=world.train, out=str(out),
                 steps=1, batch_size=4, micro_batch_size=2, max_new_tokens=8, lr=1e-3, eval_every=0,
@@ -111,7 +99,7 @@ def opd_config(world, out, **overrides):
 
 
 def sft_config(world, out, **overrides):
-    from listopd.train.sft import SFTConfig
+    from listopd.train.sft_config import SFTConfig
 
     base = dict(tasks=world.train, out=str(out), tokenizer=world.tok_dir, model="tiny-student", steps=6,
                 batch_size=4, micro_batch_size=2, lr=1e-3, warmup_steps=2, eval_every=0, save_every=2,

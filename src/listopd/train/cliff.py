@@ -1,0 +1,85 @@
+"""The extrapolation cliff on the trainer's side: the calibration file it reads p and b from, the check that
+refuses λ ≥ λ*(p, b, c) before training, and the guard that stops a run whose rollouts stop parsing
+(docs/method.md#the-cliff-guard). Torch-free."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from listopd.core import theory
+from listopd.util.errors import InputError, ListopdError
+
+CALIBRATION_VERSION = 1  # of calibration.json, written by `listopd calibrate` (experiment/calibrate.py)
+
+
+def read_calibration_file(path: str) -> dict:
+    """The JSON object of a calibration file (`listopd calibrate --out`), checked: "version" is
+    CALIBRATION_VERSION and p and b are numbers in (0, 1). InputError names the file and the field."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("calibration file not found", path=path) from None
+    except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
+        raise InputError(f"not a calibration file (unreadable JSON: {e})", path=path) from None
+    if not isinstance(data, dict):
+        raise InputError("not a calibration file (a JSON object with version, p and b)", path=path)
+    if data.get("version") != CALIBRATION_VERSION:
+        raise InputError(f"expected {CALIBRATION_VERSION} (a calibration.json written by `listopd calibrate`); "
+                         f"got {data.get('version')!r}", path=path, field="version")
+    for key in ("p", "b"):
+        x = data.get(key)
+        if x is None:
+            raise InputError("missing: the calibration has no numbers p and b (no binding role?): nothing to "
+                             "predict", path=path, field=key)
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
+            raise InputError(f"expected a number in (0, 1); got {x!r}", path=path, field=key)
+    return data
+
+
+def cliff_check(cfg) -> dict:
+    """λ*(p, b, c) for a configured ListOPD run (an OPDConfig); refuses λ ≥ λ* unless allowed. Returns what it
+    found ({} when the config gives no p and b)."""
+    pb = cfg.cliff_pb()
+    if pb is None:
+        return {}
+    p, b = pb
+    lam_star = float(theory.lambda_star(p, b, cfg.clip_strength))
+    info = {"cliff_p": p, "cliff_b": b, "lambda_star": lam_star}
+    if cfg.clip_mode != "teacher_ratio":
+        info["cliff_note"] = f"λ* assumes clip_mode teacher_ratio; this run uses {cfg.clip_mode}"
+        return info
+    if cfg.reward_scale >= lam_star and not cfg.allow_above_cliff:
+        raise ListopdError(f"reward_scale λ = {cfg.reward_scale} is at or above the predicted cliff "
+                           f"λ*(p={p:g}, b={b:g}, c={cfg.clip_strength:g}) = {lam_star:.4f}; "
+                           f"use allow_above_cliff to train there anyway")
+    return info
+
+
+class ParseRateGuard:
+    """Stops a run when the rollout parse rate, averaged over the last `window` steps, falls more than `margin`
+    below its best such average. Its state (`best`, `history`, and `stopped` once it fired) is a plain dict
+    saved in every checkpoint, so a resumed run continues it and a stopped run stays stopped."""
+
+    def __init__(self, margin: float | None, window: int, state: dict | None = None):
+        self.margin, self.window = margin, window
+        self.state = state if state is not None else {"best": None, "history": []}
+
+    @property
+    def stopped(self) -> str | None:
+        return self.state.get("stopped")
+
+    def update(self, step: int, parse_rate: float) -> str | None:
+        """Record one step's rollout parse rate; the reason to stop, or None (always None when off)."""
+        if self.margin is None:
+            return None
+        s = self.state
+        s["history"] = (s["history"] + [parse_rate])[-self.window:]
+        if len(s["history"]) < self.window:
+            return None
+        level = sum(s["history"]) / self.window
+        s["best"] = level if s["best"] is None else max(s["best"], level)
+        if level < s["best"] - self.margin:
+            s["stopped"] = (f"cliff guard: rollout parse rate {level:.3f} fell more than "
+                            f"{self.margin} below its best {s['best']:.3f} at step {step}")
+        return s.get("stopped")

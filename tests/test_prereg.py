@@ -19,7 +19,7 @@ import yaml
 from listopd.core import theory
 from listopd.cli import main
 from listopd.util.errors import ListopdError
-from listopd.experiment.prereg import build_lock, evaluate
+from listopd.experiment.prereg import build_lock, evaluate_locked
 from listopd.experiment.sweep import load_sweep, utc_now
 
 P, B = 0.999, 0.9
@@ -77,7 +77,7 @@ def write_results(sweep, rates: dict, *, started_at: str | None = None) -> None:
 
 
 def verdicts(sweep, onsets: dict, **kw) -> dict:
-    return {t["name"]: t for t in evaluate(build_lock(sweep), rates_for(sweep, onsets, **kw))}
+    return {t["name"]: t for t in evaluate_locked(build_lock(sweep), rates_for(sweep, onsets, **kw))}
 
 
 @pytest.fixture

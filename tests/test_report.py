@@ -259,11 +259,11 @@ def test_report_reads_what_sweep_and_prereg_write(tmp_path):
 
 
 def test_onsets_name_each_seeds_own_grid_and_narrow_intervals_keep_their_width():
-    from listopd.experiment.report import OnsetRule, Run, ci_text, group_onsets, onset_text
+    from listopd.experiment.report import OnsetRule, RunResult, ci_text, group_onsets, onset_text
 
     def run(lam, seed, parse):
-        return Run(name=f"{lam}_{seed}", lam=lam, c=5.0, budget=60, seed=seed, parse=parse, ndcg_parsed=None,
-                   ndcg_strict=None, config={}, summary={})
+        return RunResult(name=f"{lam}_{seed}", lam=lam, c=5.0, budget=60, seed=seed, parse=parse,
+                         ndcg_parsed=None, ndcg_strict=None, config={}, summary={})
 
     # seed 0 runs a coarse extension to λ = 10 and collapses there; seed 1 stops at λ = 2.5 without an onset
     runs = [run(1.0, 0, 0.5), run(2.5, 0, 0.5), run(10.0, 0, 0.1), run(1.0, 1, 0.5), run(2.5, 1, 0.48)]

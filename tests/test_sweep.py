@@ -15,8 +15,8 @@ import yaml
 
 from listopd.cli import main
 from listopd.util.errors import ListopdError
-from listopd.experiment.sweep import (find_onset, grid_step, load_sweep, onset_table, result_rates, run_name, run_status,
-                           select, train_seconds)
+from listopd.core.onset import find_onset, grid_step, onset_table
+from listopd.experiment.sweep import load_sweep, result_rates, run_name, run_status, select, train_seconds
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -45,7 +45,7 @@ class _OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from listopd import __doc__ as package_doc, __version__
 
-    parser = _OneLineParser(prog="listopd", description=package_doc)
+    parser = _OneLineParser(prog="listopd", description=package_doc.splitlines()[0])
 
     parser.add_argument("--version", action="version", version=f"listopd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)

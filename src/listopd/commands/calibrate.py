@@ -29,46 +29,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import time
-
     import torch
 
-    from listopd.experiment.calibrate import CALIBRATION_VERSION, calibrate, format_table, plot_roles
-    from listopd.util.errors import ListopdError
-    from listopd.util.io import atomic_write_json, json_safe
-    from listopd.train.models import check_same_vocabulary, load_model, load_tokenizer
     from listopd.core import theory
-    from listopd.task.tasks import read_tasks
-    from listopd.train.evaluation import generate_outputs
+    from listopd.experiment.calibrate import calibrate_models, format_table
+    from listopd.util.errors import ListopdError
+    from listopd.util.io import json_safe
 
     theory.lambda_star_base_neutral(0.9, args.c)  # validates c
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
     if not sources or set(sources) - {"reference", "teacher"}:
         raise ListopdError(f"--sources must name reference and/or teacher; got {args.sources!r}")
     torch.set_num_threads(1)
-    tokenizer = load_tokenizer(args.warm_start)
-    check_same_vocabulary(tokenizer, load_tokenizer(args.teacher), names=("warm start", "teacher"))
-    teacher, warm = load_model(args.teacher).eval(), load_model(args.warm_start).eval()
-    tasks = read_tasks(args.tasks)[:args.max_tasks]
 
     def progress(i, n):
         if not args.json and (i == n or i % max(1, n // 20) == 0):
             sys.stderr.write(f"\rcalibrate: task {i}/{n}")
             sys.stderr.write("\n" if i == n else "")
 
-    t0 = time.time()
-    warm_outputs = generate_outputs(warm, tokenizer, tasks, max_new_tokens=64)
-    cal = calibrate(teacher, warm, tokenizer, tasks, c=args.c, sources=sources, warm_outputs=warm_outputs,
-                    n_boot=args.n_boot, progress=progress)
-    summary = {**cal.summary(), "teacher": args.teacher, "warm_start": args.warm_start, "tasks": args.tasks,
-               "sources": list(sources), "seconds": round(time.time() - t0, 1)}
-    assert summary["version"] == CALIBRATION_VERSION
-    if args.out:
-        import os
-
-        os.makedirs(args.out, exist_ok=True)
-        atomic_write_json(os.path.join(args.out, "calibration.json"), json_safe(summary))
-        plot_roles(summary, os.path.join(args.out, "calibration.png"))
+    summary = calibrate_models(args.teacher, args.warm_start, args.tasks, c=args.c, sources=sources,
+                               max_tasks=args.max_tasks, n_boot=args.n_boot, out=args.out, progress=progress)
     if args.json:
         print(json.dumps(json_safe(summary), indent=1))
         return 0

@@ -29,16 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draw tail mass 1 − q_λ vs λ with the clip-safe boundary and λ*")
 
 
-def _num(x: float) -> float | None:
-    return None if math.isinf(x) else x
-
-
 def run(args: argparse.Namespace) -> int:
     p, cs = args.p, list(args.c)
     b = 0.5 if args.b is None else args.b
-    # one scalar call per c, so a bad number gets a plain "got X" message
-    lam = [theory.lambda_star(p, b, c) for c in cs]
-    lam_bn = [theory.lambda_star_base_neutral(p, c) for c in cs]
+    # one scalar call per c, so a bad number gets a plain "got X" message (strict: the DomainError is the error)
+    lam = [theory.lambda_star_or_none(p, b, c, strict=True) for c in cs]
+    lam_bn = [theory.lambda_star_or_none(p, b, c, form="base_neutral", strict=True) for c in cs]
     boundary = [theory.clip_safe_boundary(p, c) for c in cs]
     tail = [(1.0 - p) / c for c in cs]  # (1-p)/c, the tail of the boundary
 
@@ -50,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         pick = (lambda v: v[0]) if one else (lambda v: v)
         out = {
             "p": p, "b": b, "b_given": args.b is not None, "c": pick(cs),
-            "lambda_star": pick([_num(x) for x in lam]),
-            "lambda_star_base_neutral": pick([_num(x) for x in lam_bn]),
+            "lambda_star": pick([theory.lambda_star_or_none(p, b, c, no_cliff=None) for c in cs]),
+            "lambda_star_base_neutral": pick([theory.lambda_star_or_none(p, b, c, form="base_neutral", no_cliff=None)
+                                              for c in cs]),
             "clip_safe_boundary": pick(boundary),
             "clip_safe_tail": pick(tail),
         }

@@ -3,7 +3,7 @@
 Pure functions of per-token log-probabilities ([batch, time] tensors of the *sampled* tokens); no model
 code. The trainer and the simulator both call `listopd_loss`; nothing else may re-implement the loss.
 
-Notation (BRIEF §2), for a sampled token y_t:
+Notation (docs/method.md#the-objective), for a sampled token y_t:
     lp_new  = log π_θ(y_t)      current student, carries the gradient
     lp_old  = log π_old(y_t)    student that produced the rollout (detached)
     lp_t    = log π_T(y_t)      teacher
@@ -19,7 +19,7 @@ Clip strength c > 1, by `clip_mode`:
   "teacher_ratio"  (default) cap the teacher/student likelihood ratio inside the advantage:
         A_t = λ·min(lp_t − lp_old, log c) + (1−λ)·(lp_b − lp_old)
      This is the ratio the closed form of λ* is about ("the teacher-to-student likelihood ratio on the
-     tail class is capped at c", BRIEF §2-§3): above λ*, the fixed point q_λ needs a tail ratio
+     tail class is capped at c", docs/method.md#clip-modes): above λ*, the fixed point q_λ needs a tail ratio
      (1−p)/(1−q) > c, the cap removes the reward that would hold the tail there, and the tail runs away.
 
   "truncated_is"   truncated importance sampling between the sampler and the trainer (verl, G-OPD):

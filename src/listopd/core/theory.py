@@ -1,4 +1,5 @@
-"""Closed-form extrapolation cliff of the single-position Bernoulli reduction (BRIEF §3). numpy only.
+"""Closed-form extrapolation cliff of the single-position Bernoulli reduction
+(docs/method.md#the-fixed-point-and-the-clip-safe-region). numpy only.
 
 At one structural position of the output, split the vocabulary into the contract-keeping "modal" class and
 its tail. p = teacher mass on the modal class, b = base (warm-start) mass on it, q = student mass on it,
@@ -22,14 +23,14 @@ which is increasing in λ when D > 0 and equals 1 at λ = 1. Setting it equal to
 the clip-safe boundary) and solving for λ:
 
     λ*(p, b, c) = 1 + log1p((c−1)/p) / (logit(p) − logit(b))
-                = [log((1−p)/(c−1+p)) − log((1−b)/b)] / [log((1−p)/p) − log((1−b)/b)]   (BRIEF §3.3)
+                = [log((1−p)/(c−1+p)) − log((1−b)/b)] / [log((1−p)/p) − log((1−b)/b)]
 
-(the two lines are the same number: subtract 1 from the second and simplify). We evaluate the first line:
-it gives λ* − 1 directly, so λ* keeps full relative precision as p → 1 where λ* → 1. Consequences, all
-visible in the first line (c > 1, b < p): λ* > 1; λ* grows with c; λ* grows as b → p (D → 0, λ* → ∞);
-λ* falls toward 1 as p → 1 (numerator falls, D grows); for b = 1/2, λ* ≈ 1 + log c / log(1/(1−p)), and
-since log1p((c−1)/p) = log c + O(1−p) and logit(p) = log(1/(1−p)) + O(1−p), the relative error of this
-asymptote on λ* − 1 is below 2(1−p) (not merely O(1/log(1/(1−p)))).
+(docs/method.md#the-threshold-λ; the two lines are the same number: subtract 1 from the second and simplify).
+We evaluate the first line: it gives λ* − 1 directly, so λ* keeps full relative precision as p → 1 where
+λ* → 1. Consequences, all visible in the first line (c > 1, b < p): λ* > 1; λ* grows with c; λ* grows as
+b → p (D → 0, λ* → ∞); λ* falls toward 1 as p → 1 (numerator falls, D grows); for b = 1/2,
+λ* ≈ 1 + log c / log(1/(1−p)), and since log1p((c−1)/p) = log c + O(1−p) and logit(p) = log(1/(1−p)) + O(1−p),
+the relative error of this asymptote on λ* − 1 is below 2(1−p) (not merely O(1/log(1/(1−p)))).
 
 Base-neutral form (b = 1/2, logit(b) = 0): λ*(p, c) = 1 + log1p((c−1)/p) / logit(p).
 
@@ -46,9 +47,12 @@ and logaddexp (never log(1 − p) of a rounded 1 − p), and is accurate for p a
 
 All functions broadcast their arguments; they return a Python float (bool for is_clip_safe) when every
 argument is a scalar and an ndarray otherwise. Arguments outside the domain raise listopd.util.errors.DomainError.
+`lambda_star_or_none` is the one scalar wrapper for callers that want a value (or None) instead of the error.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -196,7 +200,8 @@ def _lambda_star(p_, b_, c_):
 def lambda_star(p, b, c):
     """λ*(p, b, c) = 1 + log1p((c−1)/p) / (logit(p) − logit(b)); +inf when b > p; DomainError when p == b.
 
-    Equal to [log((1−p)/(c−1+p)) − log((1−b)/b)] / [log((1−p)/p) − log((1−b)/b)] (BRIEF §3.3) for b < p.
+    Equal to [log((1−p)/(c−1+p)) − log((1−b)/b)] / [log((1−p)/p) − log((1−b)/b)] for b < p
+    (docs/method.md#the-threshold-λ).
     At λ = λ* the fixed point sits on the clip-safe boundary: (1−p)/(1−q_λ*) = c.
     """
     p_, b_, c_ = _broadcast(p=_prob("p", p), b=_prob("b", b), c=_clip("c", c))
@@ -209,6 +214,31 @@ def lambda_star_base_neutral(p, c):
     p_, c_ = _broadcast(p=_prob("p", p), c=_clip("c", c))
     _p_ne_b(p_, np.full_like(p_, 0.5), what="b = 1/2 in the base-neutral form")
     return _out(_lambda_star(p_, np.full_like(p_, 0.5), c_), p, c)
+
+
+LAMBDA_STAR_FORMS = ("pb", "base_neutral")
+
+
+def lambda_star_or_none(p, b, c, *, form: str = "pb", no_cliff=math.inf, strict: bool = False):
+    """λ* of one scalar (p, b, c) as a Python float, for callers that report it rather than compute with it.
+
+    form "pb": λ*(p, b, c) (`lambda_star`); form "base_neutral": λ*(p, c) = λ*(p, 1/2, c)
+    (`lambda_star_base_neutral`; b is ignored and may be None).
+    Returns λ* (finite, > 1) when b < p (p > 1/2 base-neutral); `no_cliff` when b > p (p < 1/2), where λ* = +∞:
+    the fixed point never leaves the clip-safe region (default math.inf; None for JSON, which has no ∞).
+    Returns None where λ* is undefined: p == b (p == 1/2 base-neutral), or an argument outside the domain
+    (not a number, NaN, p or b outside (0, 1), c not a finite number > 1); with strict=True the DomainError
+    that `lambda_star` raises there is raised instead.
+    """
+    if form not in LAMBDA_STAR_FORMS:
+        raise ValueError(f"form must be one of {', '.join(LAMBDA_STAR_FORMS)}; got {form!r}")
+    try:
+        lam = float(lambda_star(p, b, c) if form == "pb" else lambda_star_base_neutral(p, c))
+    except (ValueError, TypeError):  # DomainError is a ValueError
+        if strict:
+            raise
+        return None
+    return no_cliff if math.isinf(lam) else lam
 
 
 # ---------------------------------------------------------------------------------------------------------

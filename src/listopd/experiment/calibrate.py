@@ -35,37 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from listopd.core import theory
-
-CALIBRATION_VERSION = 1
-
-
-def read_calibration_file(path: str) -> dict:
-    """The JSON object of a calibration file (`listopd calibrate --out`), checked: "version" is
-    CALIBRATION_VERSION and p and b are numbers in (0, 1). InputError names the file and the field."""
-    import json
-    from pathlib import Path
-
-    from listopd.util.errors import InputError
-
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("calibration file not found", path=path) from None
-    except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
-        raise InputError(f"not a calibration file (unreadable JSON: {e})", path=path) from None
-    if not isinstance(data, dict):
-        raise InputError("not a calibration file (a JSON object with version, p and b)", path=path)
-    if data.get("version") != CALIBRATION_VERSION:
-        raise InputError(f"expected {CALIBRATION_VERSION} (a calibration.json written by `listopd calibrate`); "
-                         f"got {data.get('version')!r}", path=path, field="version")
-    for key in ("p", "b"):
-        x = data.get(key)
-        if x is None:
-            raise InputError("missing: the calibration has no numbers p and b (no binding role?): nothing to "
-                             "predict", path=path, field=key)
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
-            raise InputError(f"expected a number in (0, 1); got {x!r}", path=path, field=key)
-    return data
+from listopd.train.cliff import CALIBRATION_VERSION  # the version of calibration.json, which train/cliff.py reads
 
 
 ROLE_OF_CHAR = {"{": "open_brace", "}": "close_brace", "[": "open_bracket", "]": "close_bracket",
@@ -163,8 +133,9 @@ class Calibration:
         for role, items in groups.items():
             p = 1.0 - float(np.mean([1.0 - x.p for x in items]))
             b = 1.0 - float(np.mean([1.0 - x.b for x in items]))
-            table[role] = {"n": len(items), "p": p, "b": b, "lambda_star": _safe_lambda_star(p, b, self.c),
-                           "lambda_star_base_neutral": _safe_lambda_star(p, 0.5, self.c)}
+            table[role] = {"n": len(items), "p": p, "b": b,
+                           "lambda_star": theory.lambda_star_or_none(p, b, self.c),
+                           "lambda_star_base_neutral": theory.lambda_star_or_none(p, None, self.c, form="base_neutral")}
         return table
 
     def binding(self, table: dict[str, dict]) -> str | None:
@@ -206,8 +177,8 @@ class Calibration:
             b = 1 - float(np.concatenate([b_tail[i] for i in pick]).mean())
             ps.append(p)
             bs.append(b)
-            lams.append(_safe_lambda_star(p, b, self.c))
-            lams0.append(_safe_lambda_star(p, 0.5, self.c))
+            lams.append(theory.lambda_star_or_none(p, b, self.c))
+            lams0.append(theory.lambda_star_or_none(p, None, self.c, form="base_neutral"))
 
         def ci(values):
             v = np.array([x if x is not None else np.nan for x in values], dtype=float)
@@ -216,14 +187,6 @@ class Calibration:
 
         return {"p_ci": ci(ps), "b_ci": ci(bs), "lambda_star_ci": ci(lams),
                 "lambda_star_base_neutral_ci": ci(lams0), "n_boot": self.n_boot}
-
-
-def _safe_lambda_star(p: float, b: float, c: float) -> float | None:
-    """λ*(p, b, c), or None where undefined (p or b at 0/1 in float, p == b)."""
-    try:
-        return float(theory.lambda_star(p, b, c))
-    except ValueError:
-        return None
 
 
 def _next_token_probs(model, prompt_ids: list[int], output_ids: list[int]):
@@ -291,6 +254,39 @@ def calibrate(teacher, warm_start, tokenizer, tasks, *, c: float, sources=("refe
         if progress is not None:
             progress(n + 1, len(tasks))
     return Calibration(c=c, positions=positions, failure_roles=failures, n_boot=n_boot, seed=seed)
+
+
+def calibrate_models(teacher: str, warm_start: str, tasks: str, *, c: float, sources=("reference", "teacher"),
+                     max_tasks: int | None = None, n_boot: int = 1000, out: str | None = None,
+                     progress=None) -> dict:
+    """`listopd calibrate` from Python: load the teacher and warm-start folders (same tokenizer), walk the
+    first `max_tasks` tasks of the file, and return the calibration summary (the content of calibration.json:
+    per-role p and b, the binding role, λ* with its interval); with `out`, also write OUT/calibration.json
+    (what `listopd opd --calibration` reads) and OUT/calibration.png."""
+    import os
+    import time
+
+    from listopd.task.tasks import read_tasks
+    from listopd.train.evaluation import generate_outputs
+    from listopd.train.models import check_same_vocabulary, load_model, load_tokenizer
+    from listopd.util.io import atomic_write_json, json_safe
+
+    tokenizer = load_tokenizer(warm_start)
+    check_same_vocabulary(tokenizer, load_tokenizer(teacher), names=("warm start", "teacher"))
+    teacher_model, warm = load_model(teacher).eval(), load_model(warm_start).eval()
+    task_list = read_tasks(tasks)[:max_tasks]
+    t0 = time.time()
+    warm_outputs = generate_outputs(warm, tokenizer, task_list, max_new_tokens=64)
+    cal = calibrate(teacher_model, warm, tokenizer, task_list, c=c, sources=sources, warm_outputs=warm_outputs,
+                    n_boot=n_boot, progress=progress)
+    summary = {**cal.summary(), "teacher": teacher, "warm_start": warm_start, "tasks": tasks,
+               "sources": list(sources), "seconds": round(time.time() - t0, 1)}
+    assert summary["version"] == CALIBRATION_VERSION
+    if out:
+        os.makedirs(out, exist_ok=True)
+        atomic_write_json(os.path.join(out, "calibration.json"), json_safe(summary))
+        plot_roles(summary, os.path.join(out, "calibration.png"))
+    return summary
 
 
 def failure_role(contract, text: str) -> str:

@@ -1,9 +1,10 @@
-"""Pre-registered tests of the closed-form cliff λ* against a λ sweep (BRIEF §7).
+"""Pre-registered tests of the closed-form cliff λ* against a λ sweep (docs/method.md#pre-registered-tests).
 
 `listopd prereg lock SWEEP.yaml` writes OUT/prereg.json before any run of the sweep exists; `listopd prereg
 check SWEEP.yaml` evaluates the locked predictions on the finished runs and writes OUT/prereg_result.json.
 
-The `prereg:` section of the sweep YAML (all three tests are optional, at least one is required):
+The `prereg:` section of the sweep YAML (read and checked by `listopd.experiment.prereg_spec.parse_spec`;
+all three tests are optional, at least one is required):
 
     prereg:
       calibration: runs/calibration/calibration.json  # `listopd calibrate` output: top-level p and b
@@ -17,8 +18,8 @@ The `prereg:` section of the sweep YAML (all three tests are optional, at least 
 
 Each test selects the grid points with its clip strength c and budget(s) T from the sweep grid (the union of
 its blocks), so each test can have its own λ list and seeds. For one (c, T, seed) the onset and its bracket
-(λ_{i−1}, λ_i] are `listopd.experiment.sweep.find_onset` (threshold and drop rules above). The grid step h of a test
-is `listopd.experiment.sweep.grid_step` of its λ list (the median gap; exact for a uniform grid). λ* below is the
+(λ_{i−1}, λ_i] are `listopd.core.onset.find_onset` (threshold and drop rules above). The grid step h of a test
+is `listopd.core.onset.grid_step` of its λ list (the median gap; exact for a uniform grid). λ* below is the
 locked prediction λ*(p, b, c) (or λ*(p, c) with lambda_star_form: base_neutral) from the calibrated p, b.
 
 Locked predictions:
@@ -53,138 +54,20 @@ import hashlib
 import json
 import math
 import statistics
-from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
 
+from listopd.core import theory
+from listopd.core.onset import Onset, grid_step, onset_definition, onset_table, union_bracket
 from listopd.util.errors import InputError, ListopdError
-from listopd.experiment.sweep import (Onset, Sweep, grid_step, onset_definition, onset_table, parse_time, read_json,
-                           result_rates, sha256_of, utc_now)
+from listopd.experiment.prereg_spec import TESTS, PreregSpec, grid_series
+from listopd.experiment.sweep import Sweep, parse_time, read_json, result_rates, sha256_of, utc_now
 
 PREREG_VERSION = 1
-KEYS = ("calibration", "onset_threshold", "onset_drop", "lambda_star_form", "min_seeds_with_onset",
-        "fine_grid", "budget_extension", "small_clip")
-TESTS = ("fine_grid", "budget_extension", "small_clip")
-TEST_KEYS = {"fine_grid": ("clip", "budget"), "budget_extension": ("clip", "budgets", "rule"),
-             "small_clip": ("clip", "budget")}
-FORMS = ("pb", "base_neutral")
-RULES = ("median", "per_seed")
 
 
 class PreregRefusal(ListopdError):
     """check or lock will not proceed; the message says why in one line."""
-
-
-# ----------------------------------------------------------------------------------------- the section
-
-@dataclass
-class PreregSpec:
-    calibration: str
-    onset_threshold: float
-    onset_drop: float | None
-    lambda_star_form: str
-    min_seeds_with_onset: int | None
-    fine_grid: dict | None
-    budget_extension: dict | None
-    small_clip: dict | None
-
-
-def _number(value, where: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value <= hi:
-        raise ListopdError(f"{where}: expected a number in ({lo:g}, {hi:g}]; got {value!r}")
-    return float(value)
-
-
-def _integer(value, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ListopdError(f"{where}: expected an integer ≥ 1; got {value!r}")
-    return value
-
-
-def _series(points: list[dict], clip: float, budget: int) -> dict[int, list[float]]:
-    """seed → λ list of the grid points at (c, T)."""
-    out: dict[int, list[float]] = {}
-    for p in points:
-        if p["clip_strength"] == clip and p["steps"] == budget:
-            out.setdefault(p["seed"], []).append(p["reward_scale"])
-    return out
-
-
-def _require_series(points, clip, budget, where: str) -> dict[int, list[float]]:
-    series = _series(points, clip, budget)
-    if not series:
-        raise ListopdError(f"{where}: the grid has no runs with clip_strength {clip:g} and steps {budget}")
-    short = [s for s, lams in series.items() if len(lams) < 2]
-    if short:
-        raise ListopdError(f"{where}: seed(s) {short} at clip_strength {clip:g}, steps {budget} have fewer than "
-                           f"two λ values: no onset bracket is possible")
-    return series
-
-
-def _parse_test(name: str, value, points: list[dict], where: str) -> dict:
-    if not isinstance(value, dict):
-        raise ListopdError(f"{where}: must be a mapping with keys {', '.join(TEST_KEYS[name])}")
-    unknown = sorted(set(value) - set(TEST_KEYS[name]))
-    if unknown:
-        raise ListopdError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                           f"known: {', '.join(TEST_KEYS[name])}")
-    if "clip" not in value:
-        raise ListopdError(f"{where}: 'clip' is required")
-    clip = _number(value["clip"], f"{where}: clip", 1.0, math.inf)
-    if name != "budget_extension":
-        budget = _integer(value.get("budget"), f"{where}: budget")
-        _require_series(points, clip, budget, where)
-        return {"clip": clip, "budget": budget}
-    budgets = value.get("budgets")
-    if not isinstance(budgets, list) or len(budgets) != 2:
-        raise ListopdError(f"{where}: budgets must be a list of two step budgets [T1, T2]; got {budgets!r}")
-    t1, t2 = sorted(_integer(t, f"{where}: budgets") for t in budgets)
-    if t1 == t2:
-        raise ListopdError(f"{where}: the two budgets must differ; got {budgets!r}")
-    rule = value.get("rule", "median")
-    if rule not in RULES:
-        raise ListopdError(f"{where}: rule must be one of {', '.join(RULES)}; got {rule!r}")
-    s1 = _require_series(points, clip, t1, where)
-    s2 = _require_series(points, clip, t2, where)
-    if not set(s1) & set(s2):
-        raise ListopdError(f"{where}: no seed is run at both budgets {t1} and {t2}")
-    return {"clip": clip, "budgets": [t1, t2], "rule": rule}
-
-
-def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
-    """Check a `prereg:` section against the sweep's runs (Run objects or their point dicts)."""
-    points = [r if isinstance(r, dict) else r.point() for r in runs]
-    if not isinstance(section, dict):
-        raise ListopdError(f"{source}: must be a mapping")
-    unknown = sorted(set(section) - set(KEYS))
-    if unknown:
-        raise ListopdError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(KEYS)}")
-    calibration = section.get("calibration")
-    if not isinstance(calibration, str) or not calibration:
-        raise ListopdError(f"{source}: 'calibration' (the calibration.json to predict from) is required")
-    if "onset_threshold" not in section:
-        raise ListopdError(f"{source}: 'onset_threshold' is required (the onset definition is locked)")
-    threshold = _number(section["onset_threshold"], f"{source}: onset_threshold", 0.0, 1.0)
-    drop = section.get("onset_drop")
-    drop = None if drop is None else _number(drop, f"{source}: onset_drop", 0.0, 1.0)
-    form = section.get("lambda_star_form", "pb")
-    if form not in FORMS:
-        raise ListopdError(f"{source}: lambda_star_form must be one of {', '.join(FORMS)}; got {form!r}")
-    min_seeds = section.get("min_seeds_with_onset")
-    min_seeds = None if min_seeds is None else _integer(min_seeds, f"{source}: min_seeds_with_onset")
-    tests = {name: _parse_test(name, section[name], points, f"{source}: {name}")
-             for name in TESTS if section.get(name) is not None}
-    if not tests:
-        raise ListopdError(f"{source}: register at least one of the tests {', '.join(TESTS)}")
-    if min_seeds is not None:
-        for name in ("fine_grid", "small_clip"):
-            if name in tests:
-                n = len(_series(points, tests[name]["clip"], tests[name]["budget"]))
-                if min_seeds > n:
-                    raise ListopdError(f"{source}: min_seeds_with_onset {min_seeds} exceeds the {n} seed(s) "
-                                       f"of {name}")
-    return PreregSpec(calibration, threshold, drop, form, min_seeds, tests.get("fine_grid"),
-                      tests.get("budget_extension"), tests.get("small_clip"))
 
 
 # ------------------------------------------------------------------------------------------------ lock
@@ -202,13 +85,12 @@ def read_calibration(path: str) -> dict:
 
 
 def _lambda_stars(p: float, b: float, c: float) -> dict:
-    from listopd.core import theory
+    """Both closed forms at c as prereg.json writes them: null for λ* = +∞ (b > p); an undefined λ* (p == b)
+    refuses the lock with the DomainError."""
+    def one(form):
+        return theory.lambda_star_or_none(p, b, c, form=form, no_cliff=None, strict=True)
 
-    def finite(x):
-        return float(x) if math.isfinite(x) else None
-
-    return {"c": c, "lambda_star_pb": finite(theory.lambda_star(p, b, c)),
-            "lambda_star_base_neutral": finite(theory.lambda_star_base_neutral(p, c))}
+    return {"c": c, "lambda_star_pb": one("pb"), "lambda_star_base_neutral": one("base_neutral")}
 
 
 def existing_runs(out: Path) -> list[Path]:
@@ -256,7 +138,7 @@ def _bracket_test(name: str, test: dict, points: list[dict], lam_star: float, mi
 def _budget_test(test: dict, points: list[dict], lam_star: float, where: str) -> dict:
     """The locked form of test 2 (budget_extension)."""
     clip, (t1, t2), rule = test["clip"], test["budgets"], test["rule"]
-    seeds = sorted(set(_series(points, clip, t1)) & set(_series(points, clip, t2)))
+    seeds = sorted(set(grid_series(points, clip, t1)) & set(grid_series(points, clip, t2)))
     chosen = [p for p in _test_points(points, clip, [t1, t2]) if p["seed"] in seeds]
     lambdas2 = sorted({p["reward_scale"] for p in chosen if p["steps"] == t2})
     h = grid_step(lambdas2)
@@ -401,7 +283,7 @@ def _evaluate_bracket(test: dict, table: dict) -> dict:
     if unresolved:
         return {**out, "status": "fail", "detail": f"seed(s) {unresolved} collapse at the lowest grid point: "
                                                    f"the bracket has no lower end"}
-    lo, hi = min(o.lower for o in found.values()), max(o.lam for o in found.values())
+    lo, hi = union_bracket(found.values())
     w0, w1 = test["window"]
     ok = lo <= w1 and hi >= w0
     what = (f"[{lo:g}, {hi:g}] {'contains' if ok else 'does not contain'} λ* = {w0:.6g}" if w0 == w1 else
@@ -443,7 +325,7 @@ def _evaluate_budget(test: dict, table: dict) -> dict:
     return {**out, "status": "fail" if bad else "pass", "observed": observed, "failing_seeds": bad, "detail": reason}
 
 
-def evaluate(locked: dict, rates: dict[str, float | None]) -> list[dict]:
+def evaluate_locked(locked: dict, rates: dict[str, float | None]) -> list[dict]:
     """Each locked test's verdict from the runs' final strict parse rates (name → rate): a list of
     {name, status (pass / fail / incomplete), passed (True / False / None), predicted (λ*), window, observed,
     detail, and the per-seed onsets}."""
@@ -463,7 +345,7 @@ def check(sweep: Sweep, *, partial: bool = False) -> dict:
     locked = verify_lock(sweep)
     missing = check_runs(sweep, locked, partial=partial)
     rates = result_rates(sweep.out, locked["grid"])
-    tests = evaluate(locked, rates)
+    tests = evaluate_locked(locked, rates)
     statuses = [t["status"] for t in tests]
     overall = "pass" if all(s == "pass" for s in statuses) else ("fail" if "fail" in statuses else "incomplete")
     result = {"checked_at": utc_now(), "locked_at": locked["locked_at"], "prereg_sha256": locked["content_sha256"],

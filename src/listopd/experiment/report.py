@@ -22,10 +22,11 @@ Inputs (each optional except the sweep folder; a missing or unreadable piece is 
 
 Runs are grouped by (clip strength c, step budget); every figure has one panel per group.
 
-Onset (BRIEF §6): `listopd.experiment.sweep.find_onset`, the one definition shared with the sweep and the
-pre-registered tests, with the threshold and drop locked in prereg.json (else the default below, said on
-the page). The cliff interval of a group is the union of the seeds' brackets [min λ_(i−1), max λ_i] over
-the seeds with an onset, as in pre-registered test 1; "λ* falls in the onset interval" means it lies in it.
+Onset (docs/method.md#the-onset-rule-for-sweeps): `listopd.core.onset.find_onset`, the one definition shared
+with the sweep and the pre-registered tests, with the threshold and drop locked in prereg.json (else the
+default below, said on the page). The cliff interval of a group is the union of the seeds' brackets
+[min λ_(i−1), max λ_i] over the seeds with an onset (`listopd.core.onset.union_bracket`), as in pre-registered
+test 1; "λ* falls in the onset interval" means it lies in it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from listopd.core import theory
+from listopd.core.onset import find_onset, onset_definition, union_bracket
 
 DEFAULT_ONSET_THRESHOLD = 0.5
 DEFAULT_ONSET_DROP = None
@@ -53,7 +57,7 @@ NDCG_STRICT_KEY = "val_ndcg@1_strict"
 
 
 @dataclass
-class Run:
+class RunResult:
     name: str
     lam: float
     c: float
@@ -75,13 +79,13 @@ class Run:
 
 
 @dataclass
-class Sweep:
+class SweepResults:
     folder: Path
-    runs: list[Run] = field(default_factory=list)
+    runs: list[RunResult] = field(default_factory=list)
     plan: list[dict] = field(default_factory=list)  # the planned grid points (OUT/sweep.json), when present
     problems: list[str] = field(default_factory=list)
 
-    def groups(self) -> dict[tuple[float, int], list[Run]]:
+    def groups(self) -> dict[tuple[float, int], list[RunResult]]:
         out = defaultdict(list)
         for run in self.runs:
             out[run.group].append(run)
@@ -114,12 +118,12 @@ def _code_version(value) -> str | None:
     return None if value is None else str(value)
 
 
-def run_from_result(name: str, result: dict) -> Run:
-    """One result file → Run (λ, c, steps, seed from "grid_point", else "config"); KeyError / TypeError /
+def run_from_result(name: str, result: dict) -> RunResult:
+    """One result file → RunResult (λ, c, steps, seed from "grid_point", else "config"); KeyError / TypeError /
     ValueError when it has none."""
     cfg = result.get("config") or {}
     point = result.get("grid_point") or cfg
-    return Run(name=result.get("name") or name, lam=round(float(point["reward_scale"]), 9),
+    return RunResult(name=result.get("name") or name, lam=round(float(point["reward_scale"]), 9),
                c=float(point["clip_strength"]), budget=int(point["steps"]), seed=int(point["seed"]),
                parse=_final_metric(result, PARSE_KEY), ndcg_parsed=_final_metric(result, NDCG_PARSED_KEY),
                ndcg_strict=_final_metric(result, NDCG_STRICT_KEY), config=cfg, summary=result.get("summary") or {},
@@ -147,11 +151,11 @@ def load_plan(folder: Path) -> tuple[list[dict], str | None]:
     return [], None
 
 
-def load_sweep(folder: str | Path) -> Sweep:
+def load_results(folder: str | Path) -> SweepResults:
     """Every SWEEP/results/*.json and the plan; unreadable files, duplicates and planned runs without a
     result go to `problems`."""
     folder = Path(folder)
-    sweep = Sweep(folder)
+    sweep = SweepResults(folder)
     sweep.plan, problem = load_plan(folder)
     if problem:
         sweep.problems.append(problem)
@@ -159,7 +163,7 @@ def load_sweep(folder: str | Path) -> Sweep:
     if not results.is_dir():
         sweep.problems.append(f"no results folder: {results}")
         return sweep
-    seen: dict[tuple, Run] = {}
+    seen: dict[tuple, RunResult] = {}
     for path in sorted(results.glob("*.json")):
         try:
             run = run_from_result(path.stem, _read_json(path))
@@ -181,7 +185,7 @@ def load_sweep(folder: str | Path) -> Sweep:
     return sweep
 
 
-def missing_cells(sweep: Sweep) -> list[str]:
+def missing_cells(sweep: SweepResults) -> list[str]:
     """One line per (c, budget) naming the (λ, seed) cells without a result: the planned grid points when
     the plan is known, else the holes in each group's λ × seed product."""
     have = {(r.lam, r.c, r.budget, r.seed) for r in sweep.runs}
@@ -204,7 +208,7 @@ def missing_cells(sweep: Sweep) -> list[str]:
     return lines
 
 
-def find_calibration(sweep: Sweep, explicit: str | None, prereg) -> tuple[dict | None, Path | None, str | None]:
+def find_calibration(sweep: SweepResults, explicit: str | None, prereg) -> tuple[dict | None, Path | None, str | None]:
     """(calibration dict, its path, a problem message). Looked for: --calibration, SWEEP/calibration.json,
     the file prereg.json locked, the files the runs' configs name."""
     locked = prereg.get("calibration") if isinstance(prereg, dict) else None
@@ -271,22 +275,10 @@ class Prediction:
         return (self.base_neutral, FORM_LABELS["base_neutral"]) if self.form == "pb" else (self.pb, FORM_LABELS["pb"])
 
 
-def _lambda_star(p, b, c) -> float | None:
-    from listopd.core import theory
-
-    try:
-        return float(theory.lambda_star(p, b, c))
-    except (ValueError, TypeError):
-        return None
-
-
-def _lambda_star_base_neutral(p, c) -> float | None:
-    from listopd.core import theory
-
-    try:
-        return float(theory.lambda_star_base_neutral(p, c))
-    except (ValueError, TypeError):
-        return None
+def _stored_lambda_star(x) -> float | None:
+    """A λ* read back from calibration.json or prereg.json: they write λ* = +∞ as null, so null reads as ∞;
+    anything else that is not a finite number reads as None."""
+    return math.inf if x is None else _number(x)
 
 
 def _ci(value) -> tuple[float, float] | None:
@@ -297,7 +289,7 @@ def _has_pb(d) -> bool:
     return isinstance(d, dict) and _number(d.get("p")) is not None and _number(d.get("b")) is not None
 
 
-def _source_pb(calibration, prereg, runs: list[Run]) -> tuple[dict | None, str]:
+def _source_pb(calibration, prereg, runs: list[RunResult]) -> tuple[dict | None, str]:
     """(a mapping with p, b and maybe c and intervals, where it came from)."""
     if _has_pb(calibration):
         return calibration, f"calibration (binding role {calibration.get('binding_role')})"
@@ -316,14 +308,12 @@ def _locked_lambda_star(prereg, c: float) -> tuple[float, float] | None:
     rows = prereg.get("lambda_star") if isinstance(prereg, dict) else None
     for row in rows if isinstance(rows, list) else []:
         if isinstance(row, dict) and _number(row.get("c")) is not None and math.isclose(float(row["c"]), c):
-            def value(x):
-                return math.inf if x is None else _number(x)
-
-            return value(row.get("lambda_star_pb")), value(row.get("lambda_star_base_neutral"))
+            return (_stored_lambda_star(row.get("lambda_star_pb")),
+                    _stored_lambda_star(row.get("lambda_star_base_neutral")))
     return None
 
 
-def predict(c: float, calibration: dict | None, prereg, runs: list[Run]) -> Prediction:
+def predict(c: float, calibration: dict | None, prereg, runs: list[RunResult]) -> Prediction:
     """λ*(p, b, c) and λ*(p, c) from the calibrated p, b (else the ones locked in prereg.json, else the runs'
     cliff_p / cliff_b); the calibration's bootstrap intervals apply only at the c it was measured at."""
     form = prereg.get("lambda_star_form") if isinstance(prereg, dict) else None
@@ -338,7 +328,8 @@ def predict(c: float, calibration: dict | None, prereg, runs: list[Run]) -> Pred
         return Prediction(c, None, None, source, form=form)
     else:
         p, b = float(cal["p"]), float(cal["b"])
-        pred = Prediction(c, _lambda_star(p, b, c), _lambda_star_base_neutral(p, c), source, form=form)
+        pred = Prediction(c, theory.lambda_star_or_none(p, b, c),
+                          theory.lambda_star_or_none(p, b, c, form="base_neutral"), source, form=form)
     if _number(cal.get("c")) is not None and math.isclose(float(cal["c"]), c):
         pred.pb_ci, pred.base_neutral_ci = _ci(cal.get("lambda_star_ci")), _ci(cal.get("lambda_star_base_neutral_ci"))
     elif _number(cal.get("c")) is not None:
@@ -357,8 +348,6 @@ class OnsetRule:
     source: str
 
     def describe(self) -> str:
-        from listopd.experiment.sweep import onset_definition
-
         return onset_definition(self.threshold, self.drop)
 
     def short(self) -> str:
@@ -381,7 +370,7 @@ def onset_rule(prereg, prereg_result, given: tuple[float, float | None] | None =
 
 @dataclass
 class GroupOnsets:
-    per_seed: dict  # seed → listopd.experiment.sweep.Onset (lam None: no collapse, or undetermined when not complete)
+    per_seed: dict  # seed → listopd.core.onset.Onset (lam None: no collapse, or undetermined when not complete)
     grid: list[float]
     missing_at: dict = field(default_factory=dict)  # seed → the first grid λ without a result
     last_at: dict = field(default_factory=dict)  # seed → the largest λ of that seed's grid (seeds may differ)
@@ -393,11 +382,7 @@ class GroupOnsets:
     def interval(self) -> tuple[float | None, float] | None:
         """The union of the brackets of the seeds with an onset, [min λ_(i−1), max λ_i] (as in pre-registered
         test 1); lo None when some onset is at the lowest grid point."""
-        found = [o for o in self.per_seed.values() if o.lam is not None]
-        if not found:
-            return None
-        lo = None if any(o.lower is None for o in found) else min(o.lower for o in found)
-        return lo, max(o.lam for o in found)
+        return union_bracket(self.per_seed.values())
 
     def contains(self, lam: float | None) -> bool | None:
         iv = self.interval()
@@ -407,12 +392,10 @@ class GroupOnsets:
         return (lo is None or lam >= lo) and lam <= hi
 
 
-def group_onsets(runs: list[Run], planned: list[dict], rule: OnsetRule) -> GroupOnsets:
-    """Per seed, listopd.experiment.sweep.find_onset over the group's grid (the planned points and the results; without
+def group_onsets(runs: list[RunResult], planned: list[dict], rule: OnsetRule) -> GroupOnsets:
+    """Per seed, listopd.core.onset.find_onset over the group's grid (the planned points and the results; without
     a plan, every λ of the group); a grid point without a result is a missing rate, which leaves the onset
     undetermined from there up."""
-    from listopd.experiment.sweep import find_onset
-
     grid = sorted({r.lam for r in runs} | {round(float(pt["reward_scale"]), 9) for pt in planned})
     seeds = sorted({r.seed for r in runs} | {int(pt["seed"]) for pt in planned})
     rate = {(r.lam, r.seed): r.parse for r in runs}
@@ -532,7 +515,7 @@ def _legend_below(ax, handles=None, labels=None) -> None:
                   frameon=False)
 
 
-def _seed_colors(runs: list[Run]) -> dict[int, str]:
+def _seed_colors(runs: list[RunResult]) -> dict[int, str]:
     return {s: f"C{i % 10}" for i, s in enumerate(sorted({r.seed for r in runs}))}
 
 
@@ -748,7 +731,7 @@ def fmt_parameters(n) -> str:
 
 @dataclass
 class Inputs:
-    sweep: Sweep
+    sweep: SweepResults
     calibration: dict | None
     calibration_path: Path | None
     prereg: object | None
@@ -761,7 +744,7 @@ class Inputs:
 
 def gather(sweep_dir: Path, calibration: str | None, size_axis: str | None,
            baselines: list[str] | None = None) -> Inputs:
-    sweep = load_sweep(sweep_dir)
+    sweep = load_results(sweep_dir)
     problems = list(sweep.problems) + missing_cells(sweep)
     prereg, err = read_optional_json(sweep_dir / "prereg.json")
     if err:
@@ -820,7 +803,7 @@ def section_inputs(inp: Inputs, rule: OnsetRule) -> list[str]:
     return lines + [""]
 
 
-def _lock_note(prereg, runs: list[Run]) -> str:
+def _lock_note(prereg, runs: list[RunResult]) -> str:
     """'found', and whether it was locked before the first run started when it carries a time."""
     if prereg is None:
         return "missing"
@@ -853,7 +836,7 @@ def findings(groups, preds, onsets, rule: OnsetRule, verdicts) -> list[str]:
     return out
 
 
-def _mean_at(runs: list[Run], lam: float, attr: str) -> float | None:
+def _mean_at(runs: list[RunResult], lam: float, attr: str) -> float | None:
     return mean(getattr(r, attr) for r in runs if r.lam == lam)
 
 
@@ -909,7 +892,7 @@ def _placement(inside: bool | None, lam_star: float | None, lo: float | None) ->
     return ", which lies below it" if lo is not None and lam_star <= lo else ", which lies above it"
 
 
-def _ndcg_sentence(runs: list[Run], up_to: float) -> str:
+def _ndcg_sentence(runs: list[RunResult], up_to: float) -> str:
     """The range of the per-λ mean NDCG@1 (parsed, strict) over the grid points up to `up_to`."""
     lams = sorted({r.lam for r in runs if r.lam <= up_to})
     parsed = [m for m in (_mean_at(runs, lam, "ndcg_parsed") for lam in lams) if m is not None]
@@ -1047,8 +1030,8 @@ def section_calibration(inp: Inputs, out_dir: Path) -> list[str]:
     for role, v in sorted(roles.items(), key=lambda kv: (kv[0].startswith("id_"), kv[0])):
         name = f"**{role}** (binding)" if role == cal.get("binding_role") else role
         rows.append([name, fmt_value(v.get("n")), fmt(_number(v.get("p")), 6), fmt(_number(v.get("b")), 6),
-                     fmt(_lambda_or_inf(v.get("lambda_star")), 4),
-                     fmt(_lambda_or_inf(v.get("lambda_star_base_neutral")), 4)])
+                     fmt(_stored_lambda_star(v.get("lambda_star")), 4),
+                     fmt(_stored_lambda_star(v.get("lambda_star_base_neutral")), 4)])
     lines += md_table(["role", "positions", "p (teacher)", "b (warm start)", "λ*(p,b,c)", "λ*(p,c)"], rows)
     if any("∞" in row for row in rows):
         lines += ["", "(λ* = ∞: extrapolation never leaves the clip-safe region at that role: b ≥ p, or λ* "
@@ -1065,11 +1048,6 @@ def section_calibration(inp: Inputs, out_dir: Path) -> list[str]:
     else:
         lines += ["", "(No calibration.png beside the calibration file.)"]
     return lines + [""]
-
-
-def _lambda_or_inf(x) -> float | None:
-    """calibration.json writes an infinite λ* as null; a role with p and b has λ* = ∞ there."""
-    return math.inf if x is None else _number(x)
 
 
 def section_size_axis(inp: Inputs, groups, preds) -> list[str]:

@@ -1,4 +1,4 @@
-"""Simulator of the single-position reduction (BRIEF §3.5): does the cliff land at λ*(p, b, c)?
+"""Simulator of the single-position reduction (docs/method.md#the-simulator): does the cliff land at λ*(p, b, c)?
 
 One categorical position with V = n_modal + n_tail tokens. The modal (contract-keeping) class holds the
 teacher mass p and the base mass b, spread evenly over its n_modal tokens (n_modal > 1 is the K-ary case,

@@ -44,10 +44,8 @@ config (the config hash is over the parsed YAML, so comments and layout do not c
 Everything is checked before the first run starts: unknown keys (file named), grid values, every run's
 OPDConfig, that the model, task and calibration paths exist, and the prereg section.
 
-Onset (`find_onset`, the one definition used by `listopd prereg` and reports): for one (c, T, seed) with
-grid λ_1 < … < λ_n, the onset is the smallest λ_i whose final validation strict parse rate is below
-`threshold`, or (when `drop` is not None, i ≥ 2) is lower than the rate at λ_{i−1} by more than `drop`.
-Its bracket is (λ_{i−1}, λ_i] (no lower end when i = 1). None when no grid point collapses.
+The onset of a (c, T, seed) series (`listopd.core.onset.find_onset`, the one definition used by `listopd
+prereg` and reports) is read from the final validation strict parse rate in the result files (`result_rates`).
 """
 
 from __future__ import annotations
@@ -58,7 +56,6 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -68,6 +65,7 @@ from pathlib import Path
 from listopd.util.config import config_from_dict, read_yaml
 from listopd.util.errors import InputError, ListopdError
 from listopd.train.opd_config import OPDConfig
+from listopd.experiment.prereg_spec import PreregSpec, parse_spec
 
 TOP_KEYS = ("out", "base", "grid", "prereg")
 GRID_KEYS = ("reward_scale", "seed", "clip_strength", "steps")
@@ -102,7 +100,7 @@ class Sweep:
     out: Path            # OUT
     runs: list[Run]      # in run order
     config_hash: str     # sha256 of the canonical JSON of `raw`
-    prereg: object = None  # listopd.experiment.prereg.PreregSpec when the file has a prereg: section
+    prereg: PreregSpec | None = None  # when the file has a prereg: section
 
     def run_dir(self, run: Run) -> Path:
         return self.out / "runs" / run.name
@@ -111,13 +109,14 @@ class Sweep:
         return self.out / "results" / f"{run.name}.json"
 
 
-def canonical_json(obj) -> str:
-    """The one serialisation that hashes are computed over: sorted keys, no spaces, UTF-8."""
+def hash_json(obj) -> str:
+    """The one serialisation that hashes are computed over: sorted keys, no spaces, UTF-8 (not the
+    ranking's JSON text, which is `listopd.task.contract.canonical_json`)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def sha256_of(obj) -> str:
-    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+    return hashlib.sha256(hash_json(obj).encode("utf-8")).hexdigest()
 
 
 def _fmt_lambda(x: float) -> str:
@@ -227,8 +226,6 @@ def load_sweep(path: str) -> Sweep:
     if not sweep.runs:
         raise ListopdError(f"{path}: the grid is empty")
     if raw.get("prereg") is not None:
-        from listopd.experiment.prereg import parse_spec
-
         sweep.prereg = parse_spec(raw["prereg"], sweep.runs, source=f"{path}: prereg")
     return sweep
 
@@ -328,10 +325,10 @@ def train_seconds(records: list[dict]) -> float:
 
 def code_version() -> dict:
     """listopd.__version__, and the git commit and dirty flag of the source tree when git is there."""
-    import listopd
+    from listopd import __version__
 
-    info = {"listopd": listopd.__version__, "git_commit": None, "git_dirty": None}
-    where = Path(listopd.__file__).resolve().parent
+    info = {"listopd": __version__, "git_commit": None, "git_dirty": None}
+    where = Path(__file__).resolve().parents[1]  # the package folder (src/listopd)
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # read-only: never refresh the index
 
     def git(*args):
@@ -518,50 +515,7 @@ def dry_run(sweep: Sweep, *, only: str | None = None, echo=print, time_steps: bo
     return plan
 
 
-# ---------------------------------------------------------------------------------------------- onset
-
-@dataclass
-class Onset:
-    """The onset of one (c, T, seed) series. `lam` is λ_i (None: no collapse on the grid, or undetermined
-    when `complete` is False); `lower` is λ_{i−1} (None when λ_i is the lowest grid point); `rule` says
-    which rule fired ("threshold" is checked first, then "drop")."""
-    lam: float | None
-    lower: float | None
-    rule: str | None
-    complete: bool = True
-
-    def bracket(self) -> tuple[float | None, float | None]:
-        return self.lower, self.lam
-
-
-def find_onset(lambdas: list[float], rates: list[float | None], threshold: float,
-               drop: float | None = None) -> Onset:
-    """The onset of one series: the smallest λ_i (grid sorted ascending here) whose strict parse rate is
-    below `threshold`, or, when `drop` is not None and i ≥ 2, lower than the rate at λ_{i−1} by more than
-    `drop`. Bracket (λ_{i−1}, λ_i]. A rate of None is a missing result: the scan stops there, since the
-    onset can then be anywhere from that point up (complete=False, lam=None). No collapse: lam=None."""
-    pairs = sorted(zip(lambdas, rates), key=lambda x: x[0])
-    previous_lam, previous_rate = None, None
-    for lam, rate in pairs:
-        if rate is None:
-            return Onset(None, None, None, complete=False)
-        rule = None
-        if rate < threshold:
-            rule = "threshold"
-        elif drop is not None and previous_rate is not None and previous_rate - rate > drop:
-            rule = "drop"
-        if rule:
-            return Onset(lam, previous_lam, rule)
-        previous_lam, previous_rate = lam, rate
-    return Onset(None, None, None)
-
-
-def onset_definition(threshold: float, drop: float | None) -> str:
-    text = f"smallest grid λ whose final validation strict parse rate is < {threshold:g}"
-    if drop is not None:
-        text += f", or lower than at the grid point below by more than {drop:g}"
-    return text + "; bracket (λ_{i−1}, λ_i]; none when no grid point collapses"
-
+# ------------------------------------------------------------------------------------------- results
 
 def result_rates(sweep_out: Path, points: list[dict]) -> dict[str, float | None]:
     """name → the final validation strict parse rate from OUT/results/NAME.json (None when missing)."""
@@ -571,24 +525,3 @@ def result_rates(sweep_out: Path, points: list[dict]) -> dict[str, float | None]
         rate = None if record is None else (record.get("summary") or {}).get(RATE_KEY)
         rates[p["name"]] = None if rate is None else float(rate)
     return rates
-
-
-def onset_table(points: list[dict], rates: dict[str, float | None], threshold: float,
-                drop: float | None = None) -> dict[tuple[float, int, int], Onset]:
-    """(c, T, seed) → Onset, for grid points given as dicts with name, reward_scale, clip_strength, steps,
-    seed (Run.point(), or the plan in sweep.json / prereg.json)."""
-    series: dict[tuple, list[dict]] = {}
-    for p in points:
-        series.setdefault((p["clip_strength"], p["steps"], p["seed"]), []).append(p)
-    return {key: find_onset([p["reward_scale"] for p in pts], [rates.get(p["name"]) for p in pts],
-                            threshold, drop)
-            for key, pts in series.items()}
-
-
-def grid_step(lambdas: list[float]) -> float:
-    """The grid step of a λ list: the median gap between consecutive distinct values (exact for a
-    uniform grid)."""
-    values = sorted(set(lambdas))
-    if len(values) < 2:
-        raise ListopdError("a λ grid needs at least two values to have a step")
-    return float(statistics.median(b - a for a, b in zip(values, values[1:])))

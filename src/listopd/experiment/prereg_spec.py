@@ -1,0 +1,133 @@
+"""The `prereg:` section of a sweep YAML file: its keys, checked against the sweep's grid (`parse_spec`).
+
+The section's format and the tests it registers are described in `listopd.experiment.prereg` (which locks and
+checks them; docs/method.md#pre-registered-tests). This module only reads the section, so that
+`listopd.experiment.sweep` can check it while loading a sweep without importing the lock and check code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from listopd.util.errors import ListopdError
+
+KEYS = ("calibration", "onset_threshold", "onset_drop", "lambda_star_form", "min_seeds_with_onset",
+        "fine_grid", "budget_extension", "small_clip")
+TESTS = ("fine_grid", "budget_extension", "small_clip")
+TEST_KEYS = {"fine_grid": ("clip", "budget"), "budget_extension": ("clip", "budgets", "rule"),
+             "small_clip": ("clip", "budget")}
+FORMS = ("pb", "base_neutral")
+RULES = ("median", "per_seed")
+
+
+# ----------------------------------------------------------------------------------------- the section
+
+@dataclass
+class PreregSpec:
+    calibration: str
+    onset_threshold: float
+    onset_drop: float | None
+    lambda_star_form: str
+    min_seeds_with_onset: int | None
+    fine_grid: dict | None
+    budget_extension: dict | None
+    small_clip: dict | None
+
+
+def _number(value, where: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value <= hi:
+        raise ListopdError(f"{where}: expected a number in ({lo:g}, {hi:g}]; got {value!r}")
+    return float(value)
+
+
+def _integer(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ListopdError(f"{where}: expected an integer ≥ 1; got {value!r}")
+    return value
+
+
+def grid_series(points: list[dict], clip: float, budget: int) -> dict[int, list[float]]:
+    """seed → λ list of the grid points at (c, T)."""
+    out: dict[int, list[float]] = {}
+    for p in points:
+        if p["clip_strength"] == clip and p["steps"] == budget:
+            out.setdefault(p["seed"], []).append(p["reward_scale"])
+    return out
+
+
+def _require_series(points, clip, budget, where: str) -> dict[int, list[float]]:
+    series = grid_series(points, clip, budget)
+    if not series:
+        raise ListopdError(f"{where}: the grid has no runs with clip_strength {clip:g} and steps {budget}")
+    short = [s for s, lams in series.items() if len(lams) < 2]
+    if short:
+        raise ListopdError(f"{where}: seed(s) {short} at clip_strength {clip:g}, steps {budget} have fewer than "
+                           f"two λ values: no onset bracket is possible")
+    return series
+
+
+def _parse_test(name: str, value, points: list[dict], where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ListopdError(f"{where}: must be a mapping with keys {', '.join(TEST_KEYS[name])}")
+    unknown = sorted(set(value) - set(TEST_KEYS[name]))
+    if unknown:
+        raise ListopdError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                           f"known: {', '.join(TEST_KEYS[name])}")
+    if "clip" not in value:
+        raise ListopdError(f"{where}: 'clip' is required")
+    clip = _number(value["clip"], f"{where}: clip", 1.0, math.inf)
+    if name != "budget_extension":
+        budget = _integer(value.get("budget"), f"{where}: budget")
+        _require_series(points, clip, budget, where)
+        return {"clip": clip, "budget": budget}
+    budgets = value.get("budgets")
+    if not isinstance(budgets, list) or len(budgets) != 2:
+        raise ListopdError(f"{where}: budgets must be a list of two step budgets [T1, T2]; got {budgets!r}")
+    t1, t2 = sorted(_integer(t, f"{where}: budgets") for t in budgets)
+    if t1 == t2:
+        raise ListopdError(f"{where}: the two budgets must differ; got {budgets!r}")
+    rule = value.get("rule", "median")
+    if rule not in RULES:
+        raise ListopdError(f"{where}: rule must be one of {', '.join(RULES)}; got {rule!r}")
+    s1 = _require_series(points, clip, t1, where)
+    s2 = _require_series(points, clip, t2, where)
+    if not set(s1) & set(s2):
+        raise ListopdError(f"{where}: no seed is run at both budgets {t1} and {t2}")
+    return {"clip": clip, "budgets": [t1, t2], "rule": rule}
+
+
+def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
+    """Check a `prereg:` section against the sweep's runs (Run objects or their point dicts)."""
+    points = [r if isinstance(r, dict) else r.point() for r in runs]
+    if not isinstance(section, dict):
+        raise ListopdError(f"{source}: must be a mapping")
+    unknown = sorted(set(section) - set(KEYS))
+    if unknown:
+        raise ListopdError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(KEYS)}")
+    calibration = section.get("calibration")
+    if not isinstance(calibration, str) or not calibration:
+        raise ListopdError(f"{source}: 'calibration' (the calibration.json to predict from) is required")
+    if "onset_threshold" not in section:
+        raise ListopdError(f"{source}: 'onset_threshold' is required (the onset definition is locked)")
+    threshold = _number(section["onset_threshold"], f"{source}: onset_threshold", 0.0, 1.0)
+    drop = section.get("onset_drop")
+    drop = None if drop is None else _number(drop, f"{source}: onset_drop", 0.0, 1.0)
+    form = section.get("lambda_star_form", "pb")
+    if form not in FORMS:
+        raise ListopdError(f"{source}: lambda_star_form must be one of {', '.join(FORMS)}; got {form!r}")
+    min_seeds = section.get("min_seeds_with_onset")
+    min_seeds = None if min_seeds is None else _integer(min_seeds, f"{source}: min_seeds_with_onset")
+    tests = {name: _parse_test(name, section[name], points, f"{source}: {name}")
+             for name in TESTS if section.get(name) is not None}
+    if not tests:
+        raise ListopdError(f"{source}: register at least one of the tests {', '.join(TESTS)}")
+    if min_seeds is not None:
+        for name in ("fine_grid", "small_clip"):
+            if name in tests:
+                n = len(grid_series(points, tests[name]["clip"], tests[name]["budget"]))
+                if min_seeds > n:
+                    raise ListopdError(f"{source}: min_seeds_with_onset {min_seeds} exceeds the {n} seed(s) "
+                                       f"of {name}")
+    return PreregSpec(calibration, threshold, drop, form, min_seeds, tests.get("fine_grid"),
+                      tests.get("budget_extension"), tests.get("small_clip"))

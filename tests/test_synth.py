@@ -100,3 +100,31 @@ def test_learnable_by_attribute_overlap(tasks):
     b, r = sum(baseline) / len(baseline), sum(random_) / len(random_)
     assert b > r + 0.2, (b, r)
     assert b > 1.8 * r, (b, r)
+
+
+def test_learnability_options_change_titles_and_utility_but_not_the_defaults():
+    from listopd.task.data.synth import SynthConfig, make_catalogue_for, make_synth_tasks
+
+    base = dict(n_items=120, n_users=30, k=4, history_len=2, min_history=1, seed=3)
+    default = make_synth_tasks(**base)
+    explicit = make_synth_tasks(**base, title_format="full", weights=(1.0, 0.7, 0.6, 0.5, 0.5), utility_noise=0.1,
+                                history_uniform_mix=0.15)
+    assert [t.to_dict() for t in default] == [t.to_dict() for t in explicit]
+    plain = make_catalogue_for(SynthConfig(**base, title_format="plain"))
+    assert all(len(it.title.split()) <= 5 and " - " not in it.title for it in plain)
+    other = make_synth_tasks(**base, weights=(1.0, 0.0, 0.0, 0.0, 0.0), utility_noise=0.0)
+    assert [t.relevance for t in other] != [t.relevance for t in default]
+    for bad in (dict(weights=(0, 0, 0, 0, 0)), dict(weights=(1, 1)), dict(title_format="fancy"),
+                dict(title_format="plain", n_items=10_000), dict(history_uniform_mix=1.5)):
+        with pytest.raises(DomainError):
+            make_synth_tasks(**{**base, **bad})
+
+
+def test_data_synth_refuses_bad_weights_in_one_line(tmp_path, capsys):
+    from listopd.cli import main
+
+    with pytest.raises(SystemExit) as e:  # argparse's refusal: one line, exit 2
+        main(["data", "synth", "--out", str(tmp_path / "d"), "--weights", "1,x"])
+    assert e.value.code == 2
+    assert "expected five comma-separated numbers" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

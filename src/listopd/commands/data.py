@@ -25,6 +25,17 @@ from listopd.task.tasks import SPLITS, Task, read_tasks, write_tasks
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
 
 
+def _weights(text: str) -> tuple[float, ...]:
+    """--weights C,S,CO,B,P: five numbers, comma-separated (their range is checked by SynthConfig)."""
+    try:
+        values = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected five comma-separated numbers, got {text!r}") from None
+    if len(values) != 5:
+        raise argparse.ArgumentTypeError(f"expected five comma-separated numbers, got {text!r}")
+    return values
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the usage lines of the docstring
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True,
@@ -61,6 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--validation-frac", type=float, default=0.1, help="fraction of users (default 0.1)")
     p.add_argument("--test-frac", type=float, default=0.1, help="fraction of users (default 0.1)")
+    p.add_argument("--title-format", choices=("full", "short", "plain"), default="full",
+                   help="full: brand, audience, descriptor, noun, colour, style, material; short: noun, colour, "
+                        "style; plain: style, colour, category")
+    p.add_argument("--weights", type=_weights, default=(1.0, 0.7, 0.6, 0.5, 0.5), metavar="C,S,CO,B,P",
+                   help="utility weights of category, style, colour, brand, price (default 1.0,0.7,0.6,0.5,0.5)")
+    p.add_argument("--utility-noise", type=float, default=0.1, help="sd of the per user-item noise (default 0.1)")
+    p.add_argument("--history-uniform-mix", type=float, default=0.15,
+                   help="share of off-taste uniform draws in the purchase history (default 0.15)")
     p.set_defaults(_data_run=run_synth)
 
     p = sub.add_parser("stats", help="summarise task files")
@@ -187,7 +206,9 @@ def run_synth(args: argparse.Namespace) -> int:
 
     cfg = SynthConfig(n_items=args.n_items, n_users=args.n_users, tasks_per_user=args.tasks_per_user,
                       history_len=args.history_len, min_history=args.min_history, k=args.k,
-                      validation_frac=args.validation_frac, test_frac=args.test_frac, seed=args.seed)
+                      validation_frac=args.validation_frac, test_frac=args.test_frac, seed=args.seed,
+                      title_format=args.title_format, weights=args.weights,
+                      utility_noise=args.utility_noise, history_uniform_mix=args.history_uniform_mix)
     tasks = make_synth_tasks(cfg)
     out = Path(args.out)
     paths = write_splits(out, tasks)

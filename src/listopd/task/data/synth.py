@@ -96,6 +96,7 @@ WEIGHTS = {"category": 1.0, "style": 0.7, "colour": 0.6, "brand": 0.5, "price": 
 UTILITY_NOISE = 0.1
 HISTORY_TEMPERATURE, NEAR_TEMPERATURE, HISTORY_UNIFORM_MIX = 0.2, 0.5, 0.15
 GRADE_QUANTILES = ((3, 0.03), (2, 0.10), (1, 0.30))  # (grade, top fraction)
+TITLE_FORMATS = ("full", "short", "plain")
 
 
 def letter_ids(k: int) -> tuple[str, ...]:
@@ -124,6 +125,15 @@ class SynthConfig:
     validation_frac: float = 0.1
     test_frac: float = 0.1
     seed: int = 0
+    # Learnability knobs (the defaults reproduce the original data bit for bit):
+    # title_format "full": "Brand Audience [Descriptor] Noun - Colour, Style, Material";
+    #              "short": "Noun - Colour, Style" (only the attributes that drive preference, brand aside);
+    #              "plain": "Style Colour Category", e.g. "Casual Navy Blue Dress" (the category named by one word)
+    title_format: str = "full"
+    # utility weights (category, style, colour, brand, price); 0 removes an attribute from the preference
+    weights: tuple[float, float, float, float, float] = (1.0, 0.7, 0.6, 0.5, 0.5)
+    utility_noise: float = 0.1  # sd of the per user-item Gaussian noise in u
+    history_uniform_mix: float = 0.15  # share of uniform (off-taste) draws in the purchase sequence
 
     def check(self) -> None:
         letter_ids(self.k)
@@ -137,6 +147,16 @@ class SynthConfig:
             raise DomainError(f"tasks_per_user must be >= 1, got {self.tasks_per_user}")
         if not (0 <= self.validation_frac and 0 <= self.test_frac and self.validation_frac + self.test_frac < 1):
             raise DomainError("need validation_frac, test_frac >= 0 with sum < 1")
+        if self.title_format not in TITLE_FORMATS:
+            raise DomainError(f"title_format must be one of {', '.join(TITLE_FORMATS)}, got {self.title_format!r}")
+        if self.title_format != "full" and self.n_items > distinct_titles(self.title_format):
+            raise DomainError(f"n_items={self.n_items} exceeds the {distinct_titles(self.title_format)} distinct "
+                              f"{self.title_format!r} titles")
+        if len(self.weights) != len(WEIGHTS) or min(self.weights) < 0 or max(self.weights) <= 0:
+            raise DomainError(f"weights needs {len(WEIGHTS)} values >= 0 (category, style, colour, brand, price), "
+                              f"not all 0; got {self.weights}")
+        if self.utility_noise < 0 or not 0 <= self.history_uniform_mix <= 1:
+            raise DomainError("need utility_noise >= 0 and 0 <= history_uniform_mix <= 1")
 
 
 @dataclass(frozen=True)
@@ -152,8 +172,17 @@ class Item:
     price: float
 
 
-def make_catalogue(n_items: int, rng: np.random.Generator) -> list[Item]:
-    """`n_items` items with unique titles; attributes drawn uniformly within what each category allows."""
+def distinct_titles(title_format: str) -> int:
+    """How many different titles the "short" and "plain" formats can spell (the catalogue's titles are unique)."""
+    per_cat = {"short": lambda c: len(CATEGORIES[c][0]) * len(CATEGORIES[c][3]),
+               "plain": lambda c: len(CATEGORIES[c][3])}[title_format]
+    return len(COLOURS) * sum(per_cat(c) for c in CATEGORIES)
+
+
+def make_catalogue(n_items: int, rng: np.random.Generator, title_format: str = "full") -> list[Item]:
+    """`n_items` items with unique titles; attributes drawn uniformly within what each category allows.
+    The same draws for every title format; "short" titles keep only noun, colour and style, "plain" ones only
+    style, colour and category (being fewer distinct strings, they may reject more duplicates)."""
     brands = list(BRANDS)
     cats = list(CATEGORIES)
     items: list[Item] = []
@@ -165,7 +194,12 @@ def make_catalogue(n_items: int, rng: np.random.Generator) -> list[Item]:
         material, style = materials[rng.integers(len(materials))], styles[rng.integers(len(styles))]
         colour, brand = COLOURS[rng.integers(len(COLOURS))], brands[rng.integers(len(brands))]
         descriptor = DESCRIPTORS[rng.integers(len(DESCRIPTORS))] + " " if rng.random() < 0.5 else ""
-        title = f"{brand} {audience} {descriptor}{noun} - {colour}, {style.capitalize()}, {material}"
+        if title_format == "short":
+            title = f"{noun} - {colour}, {style.capitalize()}"
+        elif title_format == "plain":
+            title = f"{style.capitalize()} {colour} {cat.title()}"
+        else:
+            title = f"{brand} {audience} {descriptor}{noun} - {colour}, {style.capitalize()}, {material}"
         if title in seen:
             continue
         seen.add(title)
@@ -208,10 +242,12 @@ def attribute_codes(items: list[Item]) -> dict[str, np.ndarray]:
     return {a: np.array([index[a][getattr(it, field[a])] for it in items]) for a in ATTRIBUTE_VALUES}
 
 
-def utility(prefs: dict[str, np.ndarray], codes: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+def utility(prefs: dict[str, np.ndarray], codes: dict[str, np.ndarray], rng: np.random.Generator,
+            weights: dict[str, float] | None = None, noise: float = UTILITY_NOISE) -> np.ndarray:
     """u = sum of weighted attribute preferences + per user-item Gaussian noise (see module docstring)."""
-    u = sum(WEIGHTS[a] * prefs[a][codes[a]] for a in ATTRIBUTE_VALUES)
-    return u + rng.normal(0.0, UTILITY_NOISE, size=len(u))
+    weights = WEIGHTS if weights is None else weights
+    u = sum(weights[a] * prefs[a][codes[a]] for a in ATTRIBUTE_VALUES)
+    return u + rng.normal(0.0, noise, size=len(u))
 
 
 def grades(u: np.ndarray) -> np.ndarray:
@@ -251,9 +287,10 @@ def user_tasks(user: int, split: str, items: list[Item], codes: dict[str, np.nda
                rng: np.random.Generator) -> list[Task]:
     """A user's tasks: a purchase sequence from their taste, then one next-item task per extra purchase."""
     prefs = sample_preferences(rng)
-    u = utility(prefs, codes, rng)
+    u = utility(prefs, codes, rng, dict(zip(WEIGHTS, cfg.weights)), cfg.utility_noise)
     g = grades(u)
-    p_hist = (1 - HISTORY_UNIFORM_MIX) * _softmax(u, HISTORY_TEMPERATURE) + HISTORY_UNIFORM_MIX / len(items)
+    mix = cfg.history_uniform_mix
+    p_hist = (1 - mix) * _softmax(u, HISTORY_TEMPERATURE) + mix / len(items)
     p_near = _softmax(u, NEAR_TEMPERATURE)
     seq = _draw(p_hist, cfg.history_len + cfg.tasks_per_user, set(), rng)
     ids = letter_ids(cfg.k)
@@ -287,7 +324,7 @@ def make_synth_tasks(cfg: SynthConfig | None = None, **overrides) -> list[Task]:
     cfg.check()
     root = np.random.SeedSequence(cfg.seed)
     cat_seed, split_seed, user_seed = root.spawn(3)
-    items = make_catalogue(cfg.n_items, np.random.default_rng(cat_seed))
+    items = make_catalogue(cfg.n_items, np.random.default_rng(cat_seed), cfg.title_format)
     splits = split_users(cfg.n_users, cfg.validation_frac, cfg.test_frac, np.random.default_rng(split_seed))
     codes = attribute_codes(items)
     user_rngs = [np.random.default_rng(s) for s in user_seed.spawn(cfg.n_users)]
@@ -300,4 +337,4 @@ def make_synth_tasks(cfg: SynthConfig | None = None, **overrides) -> list[Task]:
 def make_catalogue_for(cfg: SynthConfig) -> list[Item]:
     """The catalogue `make_synth_tasks(cfg)` uses (same seed stream), for inspection."""
     cat_seed = np.random.SeedSequence(cfg.seed).spawn(3)[0]
-    return make_catalogue(cfg.n_items, np.random.default_rng(cat_seed))
+    return make_catalogue(cfg.n_items, np.random.default_rng(cat_seed), cfg.title_format)

@@ -190,3 +190,19 @@ def test_smollm2_loads_and_generates():
     new = out[0, ids["input_ids"].shape[1]:]
     assert 1 <= len(new) <= 6
     assert isinstance(tok.decode(new, skip_special_tokens=True), str)
+
+
+def test_bf16_is_fast_agrees_with_the_cpu_features():
+    """The measured check against what the CPU reports: no native bf16 (AVX2 only) → emulated, slow;
+    AMX tiles → native, fast. (AVX512-BF16 without AMX may go either way: not asserted.)"""
+    import torch
+
+    from listopd.train.distributed import bf16_is_fast
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the answer is torch.cuda.is_bf16_supported()")
+    fast = bf16_is_fast()
+    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        assert fast is False
+    elif torch.cpu._is_amx_tile_supported():
+        assert fast is True

@@ -71,3 +71,24 @@ def ranks_agree(accelerator, model) -> bool | None:
     fp = weights_fingerprint(accelerator.unwrap_model(model))
     gathered = accelerator.gather(torch.tensor([fp], dtype=torch.float64, device=accelerator.device))
     return bool((gathered == gathered[0]).all())
+
+
+def bf16_is_fast() -> bool:
+    """Whether bfloat16 matmuls run at least at float32 speed here: on a GPU when it supports bf16; on a CPU
+    when a 256×256 bf16 matmul is not much slower than a float32 one. CPUs with AMX or AVX512-BF16 run bf16
+    natively (faster than float32); on AVX2-only CPUs torch emulates it, measured ~100× slower (0.45 against
+    42 GFLOP/s on one core of an AMD EPYC), which turns a 7-minute job into hours."""
+    import time
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    a = torch.randn(256, 256)
+
+    def seconds(x) -> float:
+        x @ x  # warm-up
+        t = time.perf_counter()
+        for _ in range(3):
+            x @ x
+        return time.perf_counter() - t
+
+    return seconds(a.bfloat16()) < 1.5 * seconds(a)

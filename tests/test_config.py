@@ -273,3 +273,21 @@ def test_cli_calibration_file_errors(capsys, tmp_path):
                                "--calibration", str(tmp_path / "missing.json")])
     assert rc == 2 and err.count("\n") == 1 and "not found" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_every_config_field_has_help_shown_by_help():
+    """Help sits beside each field (util.config.option) and `--help` shows it, for every trainer/demo option."""
+    from listopd.cli import build_parser
+    from listopd.experiment.demo import DemoConfig
+    from listopd.train.opd_config import OPDConfig
+    from listopd.train.sft_config import SFTConfig
+    from listopd.util.config import field_help
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command, cls in (("opd", OPDConfig), ("sft", SFTConfig), ("demo", DemoConfig)):
+        helps = field_help(cls)
+        assert all(helps.values()), f"{cls.__name__}: no help for {[k for k, v in helps.items() if not v]}"
+        shown = {a.dest: a.help for a in subparsers[command]._actions}
+        for name, text in helps.items():
+            assert shown[name].startswith(text.replace("%", "%%")), (command, name)

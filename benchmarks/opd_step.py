@@ -65,16 +65,14 @@ SIDES = ("listopd", "listopd-bf16", "trl-distill", "trl-distill-bf16", "trl-gkd"
 def build_workspace(work: Path) -> None:
     """Tasks, tokenizer, the 8 prompts and one folder per preset (random init, saved with the tokenizer)."""
     from listopd.task.data.synth import make_synth_tasks
-    from listopd.train.models import build_model
+    from listopd.task.prompts import encode_prompt, render_messages, target_text
     from listopd.task.tokenizer import task_texts, train_tokenizer
-    from listopd.task.prompts import encode_prompt
+    from listopd.train.models import build_model
 
     tasks = make_synth_tasks(n_users=400)
     tok = train_tokenizer(task_texts(tasks), vocab_size=2048)
     chosen = [t for t in tasks if t.split == "train"][:BATCH]
     prompts = [encode_prompt(t, tok) for t in chosen]
-    from listopd.task.prompts import render_messages, target_text
-
     rows = [{"messages": render_messages(t), "target": target_text(t)} for t in chosen]
     (work / "prompts.json").write_text(json.dumps({"ids": prompts, "rows": rows}))
     for preset, seed in SEEDS.items():
@@ -166,8 +164,7 @@ def worker_listopd(args) -> dict:
     import torch
 
     from listopd.core.loss import listopd_loss
-    from listopd.train.models import load_model, load_tokenizer
-    from listopd.train.models import load_frozen
+    from listopd.train.models import load_frozen, load_model, load_tokenizer
     from listopd.train.rollout import completion_logprobs, sample
     from listopd.train.distributed import make_accelerator
     from listopd.train.optim import make_optimizer

@@ -13,9 +13,8 @@ from listopd.core import theory
 from listopd.experiment.calibrate import VocabularyText, calibrate, char_roles, failure_role, token_role, walk_output
 from listopd.task.contract import RankingContract
 from listopd.task.data.synth import make_synth_tasks
-from listopd.task.prompts import target_text
+from listopd.task.prompts import encode_prompt, target_text
 from listopd.task.tokenizer import task_texts, train_tokenizer
-from listopd.task.prompts import encode_prompt
 
 
 @pytest.fixture(scope="module")

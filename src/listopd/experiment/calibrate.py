@@ -226,8 +226,7 @@ def calibrate(teacher, warm_start, tokenizer, tasks, *, c: float, sources=("refe
 
     `warm_outputs` (task id -> the warm start's own output) adds the failure-role counts."""
     from listopd.task.contract import RankingContract
-    from listopd.task.prompts import target_text
-    from listopd.task.prompts import encode_prompt
+    from listopd.task.prompts import encode_prompt, target_text
     from listopd.train.evaluation import generate_outputs
 
     width = teacher.get_output_embeddings().weight.shape[0]

@@ -55,9 +55,9 @@ def _say(t0: float, message: str) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from listopd.experiment.calibrate import calibrate, plot_roles
+    from listopd.experiment.calibrate import calibrate_models
     from listopd.task.data.synth import make_synth_tasks
-    from listopd.util.io import atomic_write_json, atomic_write_text, json_safe
+    from listopd.util.io import atomic_write_json, atomic_write_text
     from listopd.train.models import count_parameters, load_model, load_tokenizer
     from listopd.train.opd import run_opd
     from listopd.train.opd_config import OPDConfig
@@ -66,7 +66,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from listopd.task.tasks import read_tasks, write_tasks
     from listopd.task.tokenizer import task_texts, train_tokenizer
     from listopd.train.distributed import bf16_is_fast
-    from listopd.train.evaluation import evaluate, generate_outputs
+    from listopd.train.evaluation import evaluate
 
     out, t0 = Path(cfg.out), time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -104,13 +104,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     cal_path = out / "calibration" / "calibration.json"
     if not cal_path.exists():
         _say(t0, f"calibrating on {cfg.calibration_tasks} validation tasks…")
-        teacher, warm = load_model(out / "teacher" / "final"), load_model(out / "warm" / "final")
-        cal_tasks = val[:cfg.calibration_tasks]
-        warm_outputs = generate_outputs(warm, tokenizer, cal_tasks, max_new_tokens=64)
-        summary = calibrate(teacher, warm, tokenizer, cal_tasks, c=cfg.c, warm_outputs=warm_outputs).summary()
-        (out / "calibration").mkdir(exist_ok=True)
-        plot_roles(summary, str(out / "calibration" / "calibration.png"))
-        atomic_write_json(cal_path, json_safe(summary))
+        calibrate_models(str(out / "teacher" / "final"), str(out / "warm" / "final"), str(data / "validation.jsonl"),
+                         c=cfg.c, max_tasks=cfg.calibration_tasks, out=str(out / "calibration"))
     cal = json.loads(cal_path.read_text())
     lam_star = cal["lambda_star"]
     if lam_star is None:

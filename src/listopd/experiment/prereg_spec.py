@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from listopd.core.theory import LAMBDA_STAR_FORMS
 from listopd.util.errors import ListopdError
 
 KEYS = ("calibration", "onset_threshold", "onset_drop", "lambda_star_form", "min_seeds_with_onset",
@@ -17,7 +18,6 @@ KEYS = ("calibration", "onset_threshold", "onset_drop", "lambda_star_form", "min
 TESTS = ("fine_grid", "budget_extension", "small_clip")
 TEST_KEYS = {"fine_grid": ("clip", "budget"), "budget_extension": ("clip", "budgets", "rule"),
              "small_clip": ("clip", "budget")}
-FORMS = ("pb", "base_neutral")
 RULES = ("median", "per_seed")
 
 
@@ -114,8 +114,8 @@ def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
     drop = section.get("onset_drop")
     drop = None if drop is None else _number(drop, f"{source}: onset_drop", 0.0, 1.0)
     form = section.get("lambda_star_form", "pb")
-    if form not in FORMS:
-        raise ListopdError(f"{source}: lambda_star_form must be one of {', '.join(FORMS)}; got {form!r}")
+    if form not in LAMBDA_STAR_FORMS:
+        raise ListopdError(f"{source}: lambda_star_form must be one of {', '.join(LAMBDA_STAR_FORMS)}; got {form!r}")
     min_seeds = section.get("min_seeds_with_onset")
     min_seeds = None if min_seeds is None else _integer(min_seeds, f"{source}: min_seeds_with_onset")
     tests = {name: _parse_test(name, section[name], points, f"{source}: {name}")

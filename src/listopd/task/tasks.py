@@ -15,7 +15,6 @@ import gzip
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from listopd.util.errors import InputError
 from listopd.util.io import atomic_write_bytes

@@ -5,7 +5,7 @@ checkpoint, `config.json`, the metrics log and progress bar, checkpoints, valida
     run = TrainingRun(cfg.out, seed=..., threads=..., bf16=..., batch_size=...)
     ...models, optimizer, scheduler...
     start_step, trainer_state, rng = run.resume(model, optimizer, scheduler)
-    model, optimizer = run.start(model, optimizer, config={...}, start_step=start_step)
+    run.start(model, optimizer, scheduler, config={...}, start_step=start_step)   # then run.model is the wrapped model
     while ...: <its step>; run.log(record); run.save(step, rng=..., trainer_state=...) every save_every
     run.finish(tokenizer, summary)
 
@@ -53,15 +53,15 @@ class TrainingRun:
         resumed = ckpt.resume_training(self.run_dir, model, optimizer, scheduler, generator)
         return (0, {}, {}) if resumed is None else resumed
 
-    def start(self, model, optimizer, scheduler, *, config: dict, start_step: int):
-        """Wrap model and optimiser for the accelerator, write config.json, open the metrics log."""
-        model, optimizer = self.accelerator.prepare(model, optimizer)
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+    def start(self, model, optimizer, scheduler, *, config: dict, start_step: int) -> None:
+        """Wrap model and optimiser for the accelerator (`self.model`, `self.optimizer`), write config.json,
+        open the metrics log."""
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.scheduler = scheduler
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "config.json", config)
         self.log_file = MetricsLog(self.run_dir, resume_step=start_step, enabled=self.is_main)
-        return model, optimizer
 
     @property
     def unwrapped(self):

@@ -52,7 +52,6 @@ def test_plot(tmp_path, capsys):
 @pytest.mark.parametrize("argv,needle", [
     (["--p", "1.5", "--c", "5"], "p must be in the open interval"),
     (["--p", "0.9", "--c", "0.9"], "c must be"),
-    (["--p", "0.9", "--b", "0.9", "--c", "5"], "p must differ from b"),
     (["--p", "nan", "--c", "5"], "p must not be NaN"),
 ])
 def test_domain_errors_one_line_exit_2(capsys, argv, needle):
@@ -77,3 +76,23 @@ def test_subprocess_exit_code_and_single_line():
     assert r.stdout == ""
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip() == "listopd lambda-star: error: p must be in the open interval (0, 1); got 1.5"
+
+
+def test_p_equal_b_one_answer_everywhere(capsys, tmp_path):
+    """p = b: λ* = +∞ (no cliff) in the table, in JSON (null), in the trainer's cliff check and in the report's
+    reading of a calibration file; nothing exits 2."""
+    from types import SimpleNamespace
+
+    from listopd.experiment.report import _stored_lambda_star
+    from listopd.train.cliff import cliff_check
+
+    assert main(["lambda-star", "--p", "0.9", "--b", "0.9", "--c", "5"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row[3] == "inf"
+    d = run_json(capsys, "--p", "0.9", "--b", "0.9", "--c", "5")
+    assert d["lambda_star"] is None  # JSON's +∞
+    assert _stored_lambda_star(d["lambda_star"]) == float("inf")
+    assert run_json(capsys, "--p", "0.5", "--c", "5")["lambda_star"] is None
+    cfg = SimpleNamespace(cliff_pb=lambda: (0.9, 0.9), clip_strength=5.0, clip_mode="teacher_ratio",
+                          reward_scale=10.0, allow_above_cliff=False)
+    assert cliff_check(cfg)["lambda_star"] == float("inf")  # never refused

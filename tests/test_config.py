@@ -184,7 +184,7 @@ def test_meaningful_corner_settings_accepted():
 SFT_REQUIRED = {"tasks": "train.jsonl", "out": "run"}
 SFT_BAD = [
     ({"batch_size": 6, "micro_batch_size": 4}, "multiple of micro_batch_size"),
-    ({"batch_size": 0}, "batch sizes"),
+    ({"batch_size": 0}, "batch_size"),
     ({"steps": 0}, "steps"),
     ({"lr": -1.0}, "lr"),
     ({"max_train_tokens": 0}, "max_train_tokens"),
@@ -199,7 +199,7 @@ def test_meaningless_sft_settings_refused_with_reason(values, reason):
     with pytest.raises(ListopdError) as e:
         config_from_dict(SFTConfig, {**SFT_REQUIRED, **values})
     assert reason in str(e.value)
-    assert str(e.value).startswith("invalid config:")
+    assert str(e.value).startswith(("invalid config:", "config: option"))
 
 
 def test_sft_yaml_and_flags(tmp_path):
@@ -233,7 +233,7 @@ OPD_FLAGS = ["--student", "s", "--teacher", "t", "--tasks", "x.jsonl"]
     (["--cliff-p", "0.9"], "cliff_p and cliff_b"),
     (["--cliff-p", "0.9", "--cliff-b", "0.5", "--calibration", "c.json"], "either calibration"),
     (["--base", "b"], "base is ignored"),
-    (["--steps", "abc"], "invalid int value"),
+    (["--steps", "abc"], "expected an integer, got 'abc'"),
     (["--bf16", "maybe"], "expected true/false"),
 ])
 def test_cli_opd_refuses_with_one_line(capsys, tmp_path, extra, needle):

@@ -72,12 +72,18 @@ def test_kary_modal_class_uses_class_masses():
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    (dict(p=1.0), "p"), (dict(c=1.0), "c"), (dict(b=0.95, p=0.95), "b"),
+    (dict(p=1.0), "p"), (dict(c=1.0), "c"), (dict(b=1.0), "b"),
     (dict(dynamics="noisy"), "dynamics"), (dict(lambdas=(1.0, -1.0)), "λ"), (dict(steps=0), "steps"),
 ])
 def test_bad_config_is_refused(kwargs, word):
     with pytest.raises(DomainError, match=word):
         SimConfig(**kwargs)
+
+
+def test_p_equal_b_runs_and_finds_no_onset():
+    """p = b: λ* = +∞ (one answer everywhere); the simulated position keeps its mass at every λ."""
+    r = simulate(SimConfig(p=0.95, b=0.95, c=5.0, lambdas=(1.0, 2.0, 4.0), steps=300, seeds=1))
+    assert r.lambda_star == float("inf") and r.onsets == [None]
 
 
 def test_cli_json_and_plot(tmp_path, capsys):

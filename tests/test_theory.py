@@ -1,5 +1,6 @@
 """The closed-form extrapolation cliff (BRIEF §3): fixed point, clip-safe region, λ*, its inverses, domain."""
 
+import math
 import subprocess
 import sys
 
@@ -288,12 +289,10 @@ def test_scalar_returns_python_float():
     (lambda: th.lambda_star(0.9, 0.5, 1.0), "c"),
     (lambda: th.lambda_star(0.9, 0.5, 0.9), "c"),
     (lambda: th.lambda_star(0.9, 0.5, np.inf), "c"),
-    (lambda: th.lambda_star(0.9, 0.9, 5), "p"),
     (lambda: th.lambda_star(np.nan, 0.5, 5), "p"),
     (lambda: th.lambda_star(0.9, np.nan, 5), "b"),
     (lambda: th.lambda_star(0.9, 0.5, np.nan), "c"),
     (lambda: th.lambda_star("x", 0.5, 5), "p"),
-    (lambda: th.lambda_star_base_neutral(0.5, 5), "p"),
     (lambda: th.lambda_star_base_neutral(0.9, 1.0), "c"),
     (lambda: th.fixed_point(np.inf, 0.9, 0.5), "lam"),
     (lambda: th.fixed_point(np.nan, 0.9, 0.5), "lam"),
@@ -323,8 +322,6 @@ def test_domain_error_messages():
         th.lambda_star(1.0, 0.5, 5)
     with pytest.raises(DomainError, match=r"^p .*2 of 4 entries, first at index 1: 1\.5$"):
         th.lambda_star([0.9, 1.5, 0.8, 0.0], 0.5, 5)
-    with pytest.raises(DomainError, match=r"^p must differ from b.*1 of 3 entries, first at index 2: 0\.7$"):
-        th.lambda_star([0.9, 0.8, 0.7], [0.5, 0.5, 0.7], 5)  # p == b anywhere in the array
     with pytest.raises(DomainError, match=r"first at index \(1, 0\)"):
         th.lambda_star([[0.9, 0.9], [0.9, 0.9]], 0.5, [[5, 5], [np.nan, 5]])
     with pytest.raises(DomainError, match="cannot be broadcast"):
@@ -334,3 +331,17 @@ def test_domain_error_messages():
 def test_theory_does_not_import_torch():
     code = "import sys, listopd.core.theory; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_p_equal_b_is_no_cliff_the_limit_from_both_sides():
+    """p = b: extrapolation does nothing (q_λ = p), so λ* = +∞ — the limit of λ* as b → p from below, and the
+    value for every b > p. The base-neutral form at p = 1/2 likewise."""
+    assert th.lambda_star(0.9, 0.9, 5) == np.inf
+    assert th.lambda_star_base_neutral(0.5, 5) == np.inf
+    approaching = [float(th.lambda_star(0.9, 0.9 - d, 5)) for d in (1e-2, 1e-4, 1e-6, 1e-9)]
+    assert approaching == sorted(approaching) and approaching[-1] > 1e6
+    assert th.lambda_star(0.9, 0.95, 5) == np.inf
+    assert th.fixed_point(3.0, 0.9, 0.9) == pytest.approx(0.9)
+    assert th.lambda_star_or_none(0.9, 0.9, 5) == math.inf
+    assert th.lambda_star_or_none(0.9, 0.9, 5, no_cliff=None) is None
+    assert th.lambda_star_or_none(0.5, None, 5, form="base_neutral") == math.inf

@@ -22,8 +22,13 @@ def argtype(convert, ok, expected: str):
     return parse
 
 
-positive_int = argtype(int, lambda v: v >= 1, "a positive integer")
-count = argtype(int, lambda v: v >= 0, "an integer >= 0")
+def at_least(minimum: int):
+    """An integer converter refusing values below `minimum`."""
+    return argtype(int, lambda v: v >= minimum, f"an integer ≥ {minimum}")
+
+
+positive_int = at_least(1)
+count = at_least(0)  # where 0 means something, and the option's help says what
 port = argtype(int, lambda v: 0 <= v <= 65535, "a port in 0..65535")
 seconds = argtype(float, lambda v: 0 < v < math.inf, "a number of seconds > 0")
 non_negative = argtype(float, lambda v: 0 <= v < math.inf, "a number >= 0")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from listopd.commands.argtypes import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,10 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-start", required=True, help="warm-start student model folder")
     p.add_argument("--tasks", required=True, help="task file whose outputs are walked")
     p.add_argument("--c", type=float, required=True, help="clip strength c > 1")
-    p.add_argument("--max-tasks", type=int, default=None, help="use only the first N tasks")
+    p.add_argument("--max-tasks", type=positive_int, default=None, help="use only the first N tasks")
     p.add_argument("--sources", default="reference,teacher",
                    help="which valid outputs to walk: reference, teacher, or both (default)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over tasks")
+    p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples over tasks")
     p.add_argument("--json", action="store_true", help="print the calibration JSON instead of the table")
     p.add_argument("--out", help="folder for calibration.json and calibration.png")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from listopd.commands.argtypes import positive, positive_int
+from listopd.commands.argtypes import count, positive, positive_int
 
 
 
@@ -31,9 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="let the grammar admit any JSON whitespace (default: canonical ', ' and ': ' only)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="rows decoded together (default 16)")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="completion limit (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default 0)")
+    p.add_argument("--seed", type=count, default=0, help="sampling and bootstrap seed (default 0)")
     p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=count, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", required=True, metavar="OUT.json", help="where to write the result")
 
 
@@ -88,7 +88,7 @@ def run(args) -> int:
     result = run_baseline(model, tokenizer, tasks, decodings=tuple(args.decodings), greedy=greedy,
                           temperature=args.temperature or 1.0, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens, seed=args.seed, any_whitespace=args.any_whitespace,
-                          n_boot=args.n_boot)
+                          n_boot=args.n_boot, source=str(args.tasks))
     result = {"model": str(args.model), "tasks": str(args.tasks), **result,
               "machine": {"device": str(next(model.parameters()).device), "torch_threads": torch.get_num_threads()},
               "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

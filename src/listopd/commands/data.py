@@ -21,6 +21,7 @@ from pathlib import Path
 
 from listopd.util.io import atomic_write_json
 from listopd.task.tasks import SPLITS, Task, read_tasks, write_tasks
+from listopd.commands.argtypes import at_least, count, positive_int
 
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
 
@@ -49,27 +50,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--meta", metavar="FILE", help="meta_Amazon_Fashion.jsonl(.gz)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--task", choices=("next-item", "review-item"), default="next-item")
-    p.add_argument("--min-user-interactions", type=int, default=None, metavar="N",
+    p.add_argument("--min-user-interactions", type=positive_int, default=None, metavar="N",
                    help="keep users with >= N interactions (default 3 for next-item, 1 for review-item)")
-    p.add_argument("--seed", type=int, default=0, help="negative sampling and shuffling seed (default 0)")
-    p.add_argument("--k", type=int, default=8, help="candidates per task (default 8)")
-    p.add_argument("--history-len", type=int, default=5, help="most recent history titles shown (default 5)")
+    p.add_argument("--seed", type=count, default=0, help="negative sampling and shuffling seed (default 0)")
+    p.add_argument("--k", type=at_least(2), default=8, help="candidates per task (default 8)")
+    p.add_argument("--history-len", type=positive_int, default=5, help="most recent history titles shown (default 5)")
     p.add_argument("--no-train-tasks", action="store_true",
                    help="next-item: no train task per earlier position (only validation and test)")
-    p.add_argument("--max-review-chars", type=int, default=500, help="review text cut (default 500)")
-    p.add_argument("--max-title-chars", type=int, default=150, help="item title cut (default 150)")
+    p.add_argument("--max-review-chars", type=positive_int, default=500, help="review text cut (default 500)")
+    p.add_argument("--max-title-chars", type=positive_int, default=150, help="item title cut (default 150)")
     p.add_argument("--strict", action="store_true", help="stop at the first malformed input line")
     p.set_defaults(_data_run=run_amazon)
 
     p = sub.add_parser("synth", help="the embedded synthetic fashion shop -> task files")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-users", type=int, default=2000, help="users, one split each (default 2000)")
-    p.add_argument("--n-items", type=int, default=800, help="catalogue size (default 800)")
-    p.add_argument("--tasks-per-user", type=int, default=1)
-    p.add_argument("--history-len", type=int, default=5, help="most history titles shown (default 5)")
-    p.add_argument("--min-history", type=int, default=3, help="fewest history titles shown (default 3)")
-    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--seed", type=count, default=0, help="seed of the catalogue, the users and the split (default 0)")
+    p.add_argument("--n-users", type=at_least(3), default=2000, help="users, one split each (default 2000)")
+    p.add_argument("--n-items", type=positive_int, default=800, help="catalogue size (default 800)")
+    p.add_argument("--tasks-per-user", type=positive_int, default=1)
+    p.add_argument("--history-len", type=positive_int, default=5, help="most history titles shown (default 5)")
+    p.add_argument("--min-history", type=positive_int, default=3, help="fewest history titles shown (default 3)")
+    p.add_argument("--k", type=at_least(2), default=8)
     p.add_argument("--validation-frac", type=float, default=0.1, help="fraction of users (default 0.1)")
     p.add_argument("--test-frac", type=float, default=0.1, help="fraction of users (default 0.1)")
     p.add_argument("--title-format", choices=("full", "short", "plain"), default="full",

@@ -42,11 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--concurrency", type=positive_int, default=4, help="requests in flight at once (default 4)")
     p.add_argument("--max-requests", type=count, default=None,
-                   help="send at most N HTTP requests (retries included; cache hits are free); tasks left "
-                        "unsent are reported as over budget")
+                   help="send at most N HTTP requests (retries included; cache hits are free; 0: grade from the "
+                        "cache only); tasks left unsent are reported as over budget")
     p.add_argument("--timeout", type=seconds, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=count, default=4,
-                   help="retries after a timeout, connection error, 429 or 5xx (default 4)")
+                   help="retries after a timeout, connection error, 429 or 5xx (0: none; default 4)")
     p.add_argument("--backoff", type=seconds, default=1.0,
                    help="first retry waits about this many seconds, doubling each time (default 1)")
     p.add_argument("--max-tokens", type=positive_int, default=None, help="override the rubric's max_tokens")

@@ -4,7 +4,8 @@ p: teacher mass on the modal (contract-keeping) class; b: base/warm-start mass o
 base-neutral b = 1/2); c: clip strength(s). Prints λ* for each c, or with --json one object with keys p, b,
 b_given, c, lambda_star, lambda_star_base_neutral, clip_safe_boundary ((c−1+p)/c) and clip_safe_tail
 ((1−p)/c). With one c the values are numbers; with several c they are lists in the order of --c. λ* = +inf
-(b > p: the fixed point never leaves the clip-safe region for λ ≥ 1) is written as null in JSON.
+(b ≥ p: the fixed point never leaves the clip-safe region for λ ≥ 1; at p = b it stays at the teacher) is
+written as null in JSON.
 --plot FILE.png draws the tail mass 1 − q_λ against λ with the clip-safe boundary and λ*.
 """
 
@@ -89,8 +90,8 @@ def _plot(path: str, p: float, b: float, cs: list[float], lam: list[float]) -> N
             ax.axvline(lm, color=col, lw=1.2)
             ax.annotate(f"λ* = {lm:.4f}", xy=(lm, (1 - p) / c), xytext=(4, 6), textcoords="offset points",
                         color=col, fontsize=9)
-    if not finite:  # b > p: λ* = inf for every c
-        ax.annotate("λ* = ∞ (b > p: the tail grows with λ and never reaches the boundary)", xy=(0.02, 0.97),
+    if not finite:  # b ≥ p: λ* = inf for every c
+        ax.annotate("λ* = ∞ (b ≥ p: the tail does not shrink with λ and never reaches the boundary)", xy=(0.02, 0.97),
                     xycoords="axes fraction", va="top", fontsize=9)
     ax.set_xlabel("reward-extrapolation coefficient λ")
     ax.set_ylabel("tail mass 1 − q (log scale)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from listopd.commands.argtypes import positive_int
+from listopd.commands.argtypes import count, positive_int
 
 
 
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relevant", choices=("positive", "max"), default="positive",
                         help="relevant ids for recall/MRR: grade > 0 (default) or the task's top grade")
     parser.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=count, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from listopd.commands.argtypes import non_negative, port, positive_int
+from listopd.commands.argtypes import count, non_negative, port, positive_int
 
 
 
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain-timeout", type=non_negative, default=30.0,
                    help="on SIGINT/SIGTERM, seconds to keep running queued requests before failing them "
                         "with 503 (default 30)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the server's RNG for requests without a seed")
+    p.add_argument("--seed", type=count, default=0, help="seed of the server's RNG for requests without a seed")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no line per request")
 

@@ -15,6 +15,7 @@ import json
 import sys
 
 from listopd.util.io import atomic_write_json
+from listopd.commands.argtypes import positive_int
 
 
 def parse_grid(text: str) -> tuple[float, ...]:
@@ -38,18 +39,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--c", type=float, nargs="+", default=[3.0], help="clip strength(s) c > 1 (default 3)")
     p.add_argument("--lambdas", type=parse_grid, default=(),
                    help="λ grid, start:stop:step or a comma list (default: 13 points from 1 to 2λ*−1)")
-    p.add_argument("--seeds", type=int, default=None,
+    p.add_argument("--seeds", type=positive_int, default=None,
                    help="seeds per λ (default: 1 for exact dynamics, which is deterministic; 3 for sampled)")
-    p.add_argument("--steps", type=int, default=20000, help="step budget per run (default 20000)")
+    p.add_argument("--steps", type=positive_int, default=20000, help="step budget per run (default 20000)")
     p.add_argument("--dynamics", choices=("exact", "sampled"), default="exact",
                    help="exact expected gradient, or tokens sampled from the student each step")
-    p.add_argument("--samples-per-step", type=int, default=256)
+    p.add_argument("--samples-per-step", type=positive_int, default=256)
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: sgd 2.0, adam 0.05)")
     p.add_argument("--clip-mode", choices=("teacher_ratio", "truncated_is", "dual_clip", "none"),
                    default="teacher_ratio")
-    p.add_argument("--n-modal", type=int, default=1, help="tokens in the modal class (K-ary when > 1)")
-    p.add_argument("--n-tail", type=int, default=4, help="tokens in the tail class")
+    p.add_argument("--n-modal", type=positive_int, default=1, help="tokens in the modal class (K-ary when > 1)")
+    p.add_argument("--n-tail", type=positive_int, default=4, help="tokens in the tail class")
     p.add_argument("--tolerance", type=float, default=0.5, help="onset overshoot in logit nats (0.5)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", help="also write the JSON result to this file")

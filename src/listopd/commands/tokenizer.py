@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from listopd.commands.argtypes import at_least
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", help="train on task files and save to a folder")
     p.add_argument("--tasks", nargs="+", required=True, metavar="FILE", help="task JSONL file(s)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--vocab-size", type=int, default=2048, metavar="N",
+    p.add_argument("--vocab-size", type=at_least(259), default=2048, metavar="N",
                    help="most tokens, including 3 special tokens and 256 bytes (default 2048)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(_tokenizer_run=run_train)

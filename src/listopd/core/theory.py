@@ -37,7 +37,8 @@ Base-neutral form (b = 1/2, logit(b) = 0): λ*(p, c) = 1 + log1p((c−1)/p) / lo
 b > p (D < 0): for λ ≥ 1 the fixed point moves *away* from the modal class, its tail only grows, and it
 never leaves the clip-safe region, so λ*(p, b, c) = +inf. (The raw two-log formula then returns a number
 below 1: the threshold on the λ < 1 side, which is not the extrapolation cliff.) p == b: D = 0, extrapolation
-does nothing and λ* is undefined: DomainError.
+does nothing (q_λ = p for every λ), the fixed point stays at the teacher, which is clip-safe, so λ* = +inf too —
+the limit of λ* from either side (b → p⁻: D → 0⁺ and λ* → ∞; b > p: +inf). One answer everywhere: +inf.
 
 Inverse for planning: the clip strength at which a given λ > 1 is exactly the threshold is the tail ratio
 at λ, c(λ; p, b) = (1−p)/(1−q_λ) = 1 + p·expm1((λ−1)·D).
@@ -113,13 +114,6 @@ def _broadcast(**arrays: np.ndarray) -> list[np.ndarray]:
     except ValueError:
         shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
         raise DomainError(f"arguments cannot be broadcast together: {shapes}") from None
-
-
-def _p_ne_b(p: np.ndarray, b: np.ndarray, what: str = "b") -> None:
-    same = p == b
-    if same.any():
-        _fail("p", f"must differ from {what} (at p == b extrapolation does nothing and λ* is undefined)",
-              p, same)
 
 
 def _out(x: np.ndarray, *inputs):
@@ -198,21 +192,19 @@ def _lambda_star(p_, b_, c_):
 
 
 def lambda_star(p, b, c):
-    """λ*(p, b, c) = 1 + log1p((c−1)/p) / (logit(p) − logit(b)); +inf when b > p; DomainError when p == b.
+    """λ*(p, b, c) = 1 + log1p((c−1)/p) / (logit(p) − logit(b)); +inf when b ≥ p (no cliff).
 
     Equal to [log((1−p)/(c−1+p)) − log((1−b)/b)] / [log((1−p)/p) − log((1−b)/b)] for b < p
     (docs/method.md#the-threshold-λ).
     At λ = λ* the fixed point sits on the clip-safe boundary: (1−p)/(1−q_λ*) = c.
     """
     p_, b_, c_ = _broadcast(p=_prob("p", p), b=_prob("b", b), c=_clip("c", c))
-    _p_ne_b(p_, b_)
     return _out(_lambda_star(p_, b_, c_), p, b, c)
 
 
 def lambda_star_base_neutral(p, c):
-    """λ*(p, c) = λ*(p, 1/2, c) = 1 + log1p((c−1)/p) / logit(p); +inf for p < 1/2; DomainError at p = 1/2."""
+    """λ*(p, c) = λ*(p, 1/2, c) = 1 + log1p((c−1)/p) / logit(p); +inf for p ≤ 1/2 (no cliff)."""
     p_, c_ = _broadcast(p=_prob("p", p), c=_clip("c", c))
-    _p_ne_b(p_, np.full_like(p_, 0.5), what="b = 1/2 in the base-neutral form")
     return _out(_lambda_star(p_, np.full_like(p_, 0.5), c_), p, c)
 
 
@@ -224,11 +216,11 @@ def lambda_star_or_none(p, b, c, *, form: str = "pb", no_cliff=math.inf, strict:
 
     form "pb": λ*(p, b, c) (`lambda_star`); form "base_neutral": λ*(p, c) = λ*(p, 1/2, c)
     (`lambda_star_base_neutral`; b is ignored and may be None).
-    Returns λ* (finite, > 1) when b < p (p > 1/2 base-neutral); `no_cliff` when b > p (p < 1/2), where λ* = +∞:
+    Returns λ* (finite, > 1) when b < p (p > 1/2 base-neutral); `no_cliff` when b ≥ p (p ≤ 1/2), where λ* = +∞:
     the fixed point never leaves the clip-safe region (default math.inf; None for JSON, which has no ∞).
-    Returns None where λ* is undefined: p == b (p == 1/2 base-neutral), or an argument outside the domain
-    (not a number, NaN, p or b outside (0, 1), c not a finite number > 1); with strict=True the DomainError
-    that `lambda_star` raises there is raised instead.
+    Returns None where λ* is undefined: an argument outside the domain (not a number, NaN, p or b outside
+    (0, 1), c not a finite number > 1); with strict=True the DomainError that `lambda_star` raises there is
+    raised instead.
     """
     if form not in LAMBDA_STAR_FORMS:
         raise ValueError(f"form must be one of {', '.join(LAMBDA_STAR_FORMS)}; got {form!r}")

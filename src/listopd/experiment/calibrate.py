@@ -266,7 +266,7 @@ def calibrate_models(teacher: str, warm_start: str, tasks: str, *, c: float, sou
     import time
 
     from listopd.task.tasks import read_tasks
-    from listopd.train.evaluation import generate_outputs
+    from listopd.train.evaluation import check_prompts_fit, generate_outputs
     from listopd.train.models import check_same_vocabulary, load_model, load_tokenizer
     from listopd.util.io import atomic_write_json, json_safe
 
@@ -274,6 +274,7 @@ def calibrate_models(teacher: str, warm_start: str, tasks: str, *, c: float, sou
     check_same_vocabulary(tokenizer, load_tokenizer(teacher), names=("warm start", "teacher"))
     teacher_model, warm = load_model(teacher).eval(), load_model(warm_start).eval()
     task_list = read_tasks(tasks)[:max_tasks]
+    check_prompts_fit([teacher_model, warm], tokenizer, task_list, source=tasks, room=64)  # 64: the outputs' limit
     t0 = time.time()
     warm_outputs = generate_outputs(warm, tokenizer, task_list, max_new_tokens=64)
     cal = calibrate(teacher_model, warm, tokenizer, task_list, c=c, sources=sources, warm_outputs=warm_outputs,

@@ -227,16 +227,18 @@ def decode(model, tokenizer, tasks, decoding: str, *, engine: SchemaEngine | Non
 
 def run_baseline(model, tokenizer, tasks, *, decodings=DECODINGS, greedy: bool = True, temperature: float = 1.0,
                  batch_size: int = 16, max_new_tokens: int = 64, seed: int = 0, any_whitespace: bool = False,
-                 n_boot: int = 1000) -> dict:
+                 n_boot: int = 1000, source: str = "tasks") -> dict:
     """Decode `tasks` once per decoding and score each; the JSON-ready result (rows, engine, schema, probe).
     Every decoding runs after one untimed warm-up batch, so no row pays for first-call set-up."""
     import torch
 
     from listopd.experiment.calibrate import VocabularyText
     from listopd.task.metrics import score
+    from listopd.train.evaluation import check_prompts_fit
     from listopd.train.models import check_model_vocabulary
 
     width = check_model_vocabulary(model, tokenizer)
+    check_prompts_fit([model], tokenizer, tasks, source=source, room=max_new_tokens)
     engine = (SchemaEngine(tokenizer, width, any_whitespace=any_whitespace, threads=torch.get_num_threads())
               if "json-schema" in decodings else None)
     vocab = VocabularyText.from_tokenizer(tokenizer, width) if "contract" in decodings else None

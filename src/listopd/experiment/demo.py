@@ -16,26 +16,26 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from listopd.util.config import option
+from listopd.util.config import check_at_least, option, require
 
 
 @dataclass
 class DemoConfig:
     out: str = option("runs/demo", "output folder (each stage is skipped when its output is already there)")
-    seed: int = option(0, "seed of the synthetic data")
-    n_users: int = option(1500, "synthetic users (one task each; split 80/10/10 by user)")
-    n_items: int = option(600, "synthetic catalogue items")
-    history_len: int = option(3, "most history titles in a task's context")
-    min_history: int = option(2, "fewest history titles in a task's context")
+    seed: int = option(0, "seed of the synthetic data", at_least=0)
+    n_users: int = option(1500, "synthetic users (one task each; split 80/10/10 by user)", at_least=1)
+    n_items: int = option(600, "synthetic catalogue items", at_least=1)
+    history_len: int = option(3, "most history titles in a task's context", at_least=1)
+    min_history: int = option(2, "fewest history titles in a task's context", at_least=1)
     # Budgets sized so that `make demo` (install included) stays under 10 minutes on this 2-core CPU: 300/300
     # SFT steps and 2 × 40 ListOPD steps took 556 s + 44 s of install; 280/280 and 2 × 32 took 541 s + 51 s.
-    teacher_steps: int = option(280, "SFT steps of the teacher")
+    teacher_steps: int = option(280, "SFT steps of the teacher", at_least=1)
     # The warm start's parse rate climbs steeply with SFT steps (bf16 autocast, this data): at 280 steps 0%
     # greedy / 17% sampled, at 300 steps 100% greedy / 31–38% sampled. Either way the sampled distribution,
     # which on-policy training shapes, has headroom below the teacher's (60–81% sampled).
-    warm_steps: int = option(280, "SFT steps of the warm-start student (stopped early: parse headroom)")
-    opd_steps: int = option(24, "ListOPD steps of each of the two runs")
-    batch_size: int = option(16, "batch size of every training stage")
+    warm_steps: int = option(280, "SFT steps of the warm-start student (stopped early: parse headroom)", at_least=1)
+    opd_steps: int = option(24, "ListOPD steps of each of the two runs", at_least=1)
+    batch_size: int = option(16, "batch size of every training stage", at_least=1)
     sft_lr: float = option(1e-3, "SFT learning rate")
     sft_bf16: bool = option(True, "bfloat16 autocast for SFT where bf16 is native (GPU, CPU with AMX or "
                                   "AVX512-BF16: ~20% faster, same loss curve); float32 elsewhere, where torch "
@@ -45,8 +45,13 @@ class DemoConfig:
     c: float = option(5.0, "clip strength c of the ListOPD runs and of λ*")
     below_frac: float = option(0.5, "the run below the cliff trains at λ = 1 + below_frac·(λ* − 1)")
     above_gap: float = option(0.5, "the run above the cliff trains at λ = λ* + above_gap")
-    calibration_tasks: int = option(40, "validation tasks the calibration walks")
-    eval_tasks: int = option(80, "test tasks every model is evaluated on")
+    calibration_tasks: int = option(40, "validation tasks the calibration walks", at_least=1)
+    eval_tasks: int = option(80, "test tasks every model is evaluated on", at_least=1)
+
+    def validate(self) -> None:
+        check_at_least(self)
+        require(self.min_history <= self.history_len,
+                f"min_history ({self.min_history}) must be ≤ history_len ({self.history_len})")
 
 
 def _say(t0: float, message: str) -> None:

@@ -85,8 +85,8 @@ def read_calibration(path: str) -> dict:
 
 
 def _lambda_stars(p: float, b: float, c: float) -> dict:
-    """Both closed forms at c as prereg.json writes them: null for λ* = +∞ (b > p); an undefined λ* (p == b)
-    refuses the lock with the DomainError."""
+    """Both closed forms at c as prereg.json writes them: null for λ* = +∞ (b ≥ p); an argument outside the
+    domain refuses the lock with the DomainError."""
     def one(form):
         return theory.lambda_star_or_none(p, b, c, form=form, no_cliff=None, strict=True)
 

@@ -1034,8 +1034,8 @@ def section_calibration(inp: Inputs, out_dir: Path) -> list[str]:
                      fmt(_stored_lambda_star(v.get("lambda_star_base_neutral")), 4)])
     lines += md_table(["role", "positions", "p (teacher)", "b (warm start)", "λ*(p,b,c)", "λ*(p,c)"], rows)
     if any("∞" in row for row in rows):
-        lines += ["", "(λ* = ∞: extrapolation never leaves the clip-safe region at that role: b ≥ p, or λ* "
-                      "undefined, which calibration.json also writes as null.)"]
+        lines += ["", "(λ* = ∞: extrapolation never leaves the clip-safe region at that role: b ≥ p; "
+                      "calibration.json writes it as null.)"]
     fails = cal.get("failure_roles")
     if isinstance(fails, dict) and fails:
         lines += ["", "Where the warm start's own greedy outputs first break the contract: "

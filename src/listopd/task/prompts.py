@@ -28,13 +28,16 @@ template the plain template is used:
 and the model's completion (the target) follows the final newline directly.
 
 Candidate texts are used as given; keeping them short (so a K=8 prompt stays near 300 tokens for small
-models) is the data builder's job.
+models) is the data builder's job. Nothing is truncated: a task whose prompt (plus what the model must add:
+the target in SFT and calibration, `max_new_tokens` in sampling) exceeds the model's context is refused before
+any work starts (`refuse_long_prompts`), naming the task; a cut prompt would silently train on another task.
 """
 
 from __future__ import annotations
 
 from listopd.task.contract import canonical_json
 from listopd.task.tasks import Task
+from listopd.util.errors import InputError
 
 SYSTEM = "You rank candidates for a user. Reply with one JSON object and nothing else."
 PLAIN_TEMPLATE = "{system}\n\n{user}\n\nAnswer:\n"
@@ -82,4 +85,19 @@ def target_text(task: Task, key: str = "ranking") -> str:
 
 def encode_prompt(task: Task, tokenizer) -> list[int]:
     """The prompt's token ids, as every trainer, sampler and scorer feeds them to a model."""
-    return tokenizer.encode(render_prompt(task, tokenizer), add_special_tokens=False)
+    # verbose=False: no "longer than the maximum sequence length" warning; the callers compare lengths with the
+    # model's context themselves (refuse_long_prompts) and refuse in one line
+    return tokenizer.encode(render_prompt(task, tokenizer), add_special_tokens=False, verbose=False)
+
+
+def refuse_long_prompts(tasks: list[Task], lengths: list[int], limit: int | None, *, source: str,
+                        room: int = 0, what: str = "prompt") -> None:
+    """InputError for the first task whose `what` (its `lengths` entry, in tokens) plus `room` new tokens does
+    not fit a context of `limit` tokens (None: the model states no limit, nothing is checked)."""
+    if limit is None:
+        return
+    for i, (task, n) in enumerate(zip(tasks, lengths)):
+        if n + room > limit:
+            extra = f" + {room} new tokens" if room else ""
+            raise InputError(f"task {i + 1} (id {task.id!r}): its {what} is {n} tokens{extra}, over the model's "
+                             f"context of {limit} tokens (nothing is truncated: shorten its text)", path=source)

@@ -6,8 +6,18 @@ from __future__ import annotations
 import torch
 
 from listopd.task.metrics import score
-from listopd.task.prompts import encode_prompt
+from listopd.task.prompts import encode_prompt, refuse_long_prompts
+from listopd.train.models import context_length
 from listopd.train.rollout import sample
+
+
+def check_prompts_fit(models, tokenizer, tasks, *, source: str, room: int) -> list[list[int]]:
+    """Refuse (InputError naming the task) any task whose prompt plus `room` new tokens exceeds the smallest
+    context of `models`; returns the encoded prompts."""
+    encoded = [encode_prompt(t, tokenizer) for t in tasks]
+    limits = [n for n in (context_length(m) for m in models if m is not None) if n is not None]
+    refuse_long_prompts(tasks, [len(x) for x in encoded], min(limits) if limits else None, source=source, room=room)
+    return encoded
 
 
 def decode_completions(tokenizer, rollout) -> list[str]:

@@ -141,6 +141,16 @@ def build_model(preset: str | Preset, tokenizer, seed: int = 0):
     return model
 
 
+def context_length(model) -> int | None:
+    """The most positions the model takes (config max_position_embeddings, or n_positions), None if unstated."""
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def count_parameters(model, trainable_only: bool = False) -> int:
     """Number of parameters; shared (tied) tensors are counted once."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

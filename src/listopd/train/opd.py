@@ -42,7 +42,7 @@ from listopd.task.tasks import read_tasks
 from listopd.train import checkpoint as ckpt
 from listopd.train.cliff import ParseRateGuard, cliff_check
 from listopd.train.data_order import batch_indices, shard
-from listopd.train.evaluation import decode_completions
+from listopd.train.evaluation import check_prompts_fit, decode_completions
 from listopd.train.models import (apply_lora, check_model_vocabulary, check_same_vocabulary, load_frozen, load_model,
                                   load_tokenizer)
 from listopd.train.opd_config import OPDConfig
@@ -124,6 +124,7 @@ def _micro_batch_loss(cfg: OPDConfig, run: TrainingRun, m, lp_teacher, lp_base, 
 def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     """Train a ListOPD run into cfg.out (resuming its last checkpoint); returns its summary."""
     # setup
+    cfg.validate()  # a config built in Python has not been through load_config
     cliff = cliff_check(cfg)
     warn_if_truncated_sampling(cfg.temperature, cfg.top_p, cfg.top_k)
     run = TrainingRun(cfg.out, seed=cfg.seed, threads=cfg.threads, bf16=cfg.bf16, batch_size=cfg.batch_size)
@@ -141,6 +142,9 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     for name, model in (("student", student), ("teacher", scorers.teacher), ("base", scorers.base)):
         if model is not None:
             check_model_vocabulary(model, tokenizer, name=name)
+    models = (student, scorers.teacher, scorers.base)
+    check_prompts_fit(models, tokenizer, tasks, source=cfg.tasks, room=cfg.max_new_tokens)
+    check_prompts_fit(models, tokenizer, val, source=cfg.val_tasks, room=cfg.max_new_tokens)
     if cfg.lora_r:
         student = apply_lora(student, cfg.lora_r, cfg.lora_alpha)
     optimizer = make_optimizer(student, cfg.lr, cfg.weight_decay)

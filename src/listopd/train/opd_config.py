@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from listopd.core.clip import CLIP_MODES, check_loss_args
-from listopd.util.config import finite_positive, option, require
+from listopd.util.config import check_at_least, finite_positive, option, require
 
 ESTIMATORS = ("sampled", "expected")
 
@@ -29,29 +29,29 @@ class OPDConfig:
                                        "noise; needs [batch, length, vocab] tables of teacher and base log-probs)")
     eps_low: float = option(0.2, "PPO ratio clip below")
     eps_high: float = option(0.2, "PPO ratio clip above")
-    steps: int = option(100, "optimiser steps (one rollout batch each, times ppo_epochs)")
-    batch_size: int = option(8, "prompts per step (global)")
-    micro_batch_size: int = option(8, "prompts per forward in each process")
-    ppo_epochs: int = option(1, "optimiser steps per rollout batch")
+    steps: int = option(100, "optimiser steps (one rollout batch each, times ppo_epochs)", at_least=1)
+    batch_size: int = option(8, "prompts per step (global)", at_least=1)
+    micro_batch_size: int = option(8, "prompts per forward in each process", at_least=1)
+    ppo_epochs: int = option(1, "optimiser steps per rollout batch", at_least=1)
     lr: float = option(1e-5, "peak learning rate (AdamW, betas 0.9/0.95)")
     weight_decay: float = option(0.0, "AdamW weight decay (matrices only)")
-    warmup_steps: int = option(0, "linear learning-rate warm-up steps")
+    warmup_steps: int = option(0, "linear learning-rate warm-up steps (0: none)", at_least=0)
     schedule: str = option("constant", "constant or cosine (decay to 10% of the peak after warm-up)")
     grad_clip: float = option(1.0, "gradient-norm clip")
-    max_new_tokens: int = option(64, "completion length limit")
+    max_new_tokens: int = option(64, "completion length limit", at_least=1)
     temperature: float = option(1.0, "sampling temperature (1: unbiased)")
     top_p: float = option(1.0, "nucleus sampling (1: off)")
-    top_k: int = option(0, "top-k sampling (0: off)")
-    eval_every: int = option(50, "validate every N steps (0: only at the end)")
-    eval_tasks: int = option(64, "validation tasks used")
+    top_k: int = option(0, "top-k sampling (0: off)", at_least=0)
+    eval_every: int = option(50, "validate every N steps (0: only at the end)", at_least=0)
+    eval_tasks: int = option(64, "validation tasks used", at_least=1)
     eval_temperature: float = option(0.0, "validation decoding: 0 greedy; > 0 one sample per task at this "
                                           "temperature, from a fixed seed (the same draws in every run)")
-    save_every: int = option(50, "checkpoint every N steps")
-    seed: int = option(0, "seed of the data order, the rollout sampler and any LoRA initialisation")
+    save_every: int = option(50, "checkpoint every N steps", at_least=1)
+    seed: int = option(0, "seed of the data order, the rollout sampler and any LoRA initialisation", at_least=0)
     bf16: bool = option(False, "bfloat16 autocast")
-    lora_r: int = option(0, "LoRA rank (0: full fine-tuning)")
-    lora_alpha: int = option(16, "LoRA scaling α (the update is scaled by α / r)")
-    threads: int = option(0, "torch CPU threads (0: torch's default)")
+    lora_r: int = option(0, "LoRA rank (0: full fine-tuning)", at_least=0)
+    lora_alpha: int = option(16, "LoRA scaling α (the update is scaled by α / r)", at_least=1)
+    threads: int = option(0, "torch CPU threads (0: torch's default)", at_least=0)
     cliff_p: float | None = option(None, "teacher modal mass p for the cliff guard")
     cliff_b: float | None = option(None, "warm-start modal mass b")
     calibration: str | None = option(None, "calibration.json (version 1, top-level p and b) instead of "
@@ -59,13 +59,11 @@ class OPDConfig:
     allow_above_cliff: bool = option(False, "train at λ ≥ λ*(p,b,c) anyway")
     guard_margin: float | None = option(None, "stop when the rollout parse rate falls this far below its best "
                                               "(off when unset)")
-    guard_window: int = option(10, "steps averaged for the guard's parse rate")
+    guard_window: int = option(10, "steps averaged for the guard's parse rate", at_least=1)
 
     def validate(self) -> None:
+        check_at_least(self)
         check_loss_args(self.reward_scale, self.clip_strength, self.clip_mode, self.eps_low, self.eps_high)
-        require(self.steps >= 1, f"steps must be ≥ 1; got {self.steps}")
-        require(self.batch_size >= 1 and self.micro_batch_size >= 1, "batch sizes must be ≥ 1")
-        require(self.ppo_epochs >= 1, f"ppo_epochs must be ≥ 1; got {self.ppo_epochs}")
         require(self.estimator in ESTIMATORS,
                 f"estimator must be one of {', '.join(ESTIMATORS)}; got {self.estimator!r}")
         require(self.estimator == "sampled" or (self.ppo_epochs == 1 and self.clip_mode != "truncated_is"),
@@ -73,20 +71,15 @@ class OPDConfig:
                 "the vocabulary under the current student, so there is no sampler mismatch to correct)")
         require(finite_positive(self.lr), f"lr must be a finite number > 0; got {self.lr}")
         require(self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine; got {self.schedule}")
-        require(self.max_new_tokens >= 1, "max_new_tokens must be ≥ 1")
         require(finite_positive(self.temperature), "temperature must be > 0")
         require(self.eval_temperature >= 0 and math.isfinite(self.eval_temperature),
                 f"eval_temperature must be ≥ 0 (0: greedy); got {self.eval_temperature}")
         require(0 < self.top_p <= 1, f"top_p must be in (0, 1]; got {self.top_p}")
-        require(self.top_k >= 0, "top_k must be ≥ 0")
-        require(self.eval_every >= 0 and self.save_every >= 1, "eval_every ≥ 0 and save_every ≥ 1")
         require(self.grad_clip > 0, "grad_clip must be > 0")
-        require(self.lora_r >= 0, "lora_r must be ≥ 0")
         require((self.cliff_p is None) == (self.cliff_b is None),
                 "cliff_p and cliff_b go together: give both or neither")
         require(not (self.calibration and self.cliff_p is not None),
                 "give either calibration or cliff_p/cliff_b, not both")
-        require(self.guard_window >= 1, "guard_window must be ≥ 1")
         require(self.guard_margin is None or 0 < self.guard_margin < 1,
                 f"guard_margin must be in (0, 1); got {self.guard_margin}")
         require(not (self.reward_scale == 1.0 and self.base is not None),

@@ -20,11 +20,13 @@ import time
 import torch
 from tqdm import tqdm
 
-from listopd.task.prompts import encode_prompt, target_text
+from listopd.task.prompts import encode_prompt, refuse_long_prompts, target_text
 from listopd.task.tasks import read_tasks
 from listopd.train import checkpoint as ckpt
 from listopd.train.data_order import batch_indices, shard
-from listopd.train.models import PRESETS, apply_lora, build_model, check_model_vocabulary, load_model, load_tokenizer
+from listopd.train.evaluation import check_prompts_fit
+from listopd.train.models import (PRESETS, apply_lora, build_model, check_model_vocabulary, context_length, load_model,
+                                  load_tokenizer)
 from listopd.train.optim import lr_factor, make_optimizer
 from listopd.train.scaffold import TrainingRun, check_finite
 from listopd.train.sft_config import SFTConfig
@@ -89,12 +91,16 @@ def sft_step(cfg: SFTConfig, run: TrainingRun, batch: list, step: int, pad_id: i
 def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     """Train an SFT run into cfg.out (resuming its last checkpoint); returns its summary."""
     # setup
+    cfg.validate()  # a config built in Python has not been through load_config
     run = TrainingRun(cfg.out, seed=cfg.seed, threads=cfg.threads, bf16=cfg.bf16, batch_size=cfg.batch_size)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     tasks = read_tasks(cfg.tasks)
     val = read_tasks(cfg.val_tasks)[:cfg.eval_tasks] if cfg.val_tasks else []
     examples = [encode_example(t, tokenizer) for t in tasks]
     model = build_or_load(cfg.model, tokenizer, cfg.seed)
+    refuse_long_prompts(tasks, [len(ids) for ids, _ in examples], context_length(model), source=cfg.tasks,
+                        what="prompt + target")
+    check_prompts_fit([model], tokenizer, val, source=cfg.val_tasks, room=cfg.max_new_tokens)
     if cfg.lora_r:
         model = apply_lora(model, cfg.lora_r, cfg.lora_alpha)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)

@@ -2,11 +2,14 @@
 
 A config class is a plain dataclass whose fields have simple types (str, int, float, bool, or
 `X | None`), each declared with `option(default, "help")` so that its help sits beside it and `--help` shows
-it. `add_config_arguments(parser, cls)` adds one `--field-name` option per field (no defaults on
-the parser, so only what the user typed overrides the YAML), and `load_config(cls, args)` merges:
-defaults < YAML file (`--config FILE`) < command-line flags, then calls the class's `validate()`.
+it; every integer field also says its smallest meaningful value, `option(100, "steps", at_least=1)` (a count
+where 0 means something says so in its help: "0: off"). `add_config_arguments(parser, cls)` adds one
+`--field-name` option per field (no defaults on the parser, so only what the user typed overrides the YAML),
+and `load_config(cls, args)` merges: defaults < YAML file (`--config FILE`) < command-line flags, then calls
+the class's `validate()`.
 
-Unknown YAML keys, wrong types and meaningless values are refused with the file and key named.
+Unknown YAML keys, wrong types, integers below their `at_least` and meaningless values are refused with the
+file and key named, before anything is written.
 """
 
 from __future__ import annotations
@@ -44,9 +47,30 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false; got {text!r}")
 
 
-def option(default=dataclasses.MISSING, help: str = ""):  # noqa: A002 - argparse's word for it
-    """A config field with its help text beside it (no default: a required option)."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def option(default=dataclasses.MISSING, help: str = "", *, at_least: int | None = None):  # noqa: A002 - argparse's word
+    """A config field with its help text beside it (no default: a required option); `at_least`: the smallest
+    value an integer field accepts."""
+    return dataclasses.field(default=default, metadata={"help": help, "at_least": at_least})
+
+
+def field_minimum(cls) -> dict[str, int | None]:
+    """Each field's `at_least` (None where it has none)."""
+    return {f.name: f.metadata.get("at_least") for f in dataclasses.fields(cls)}
+
+
+def _int_at_least(minimum: int | None):
+    """argparse type for an integer flag that refuses values below `minimum` at parse time."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
 
 
 def field_help(cls) -> dict[str, str]:
@@ -56,7 +80,7 @@ def field_help(cls) -> dict[str, str]:
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
     parser.add_argument("--config", help="YAML file with any of the options below (flags override it)")
-    helps = field_help(cls)
+    helps, minimum = field_help(cls), field_minimum(cls)
     for name, (typ, _optional) in _field_types(cls).items():
         flag = "--" + name.replace("_", "-")
         doc = helps[name].replace("%", "%%")  # argparse formats help with %
@@ -66,8 +90,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, dest=name, type=_parse_bool, nargs="?", const=True, default=None,
                                 metavar="BOOL", help=doc + shown)
         else:
-            parser.add_argument(flag, dest=name, type=typ, default=None, metavar=typ.__name__.upper(),
-                                help=doc + shown)
+            parser.add_argument(flag, dest=name, type=_int_at_least(minimum[name]) if typ is int else typ,
+                                default=None, metavar=typ.__name__.upper(), help=doc + shown)
 
 
 def _coerce(value, typ: type, optional: bool, where: str):
@@ -140,6 +164,10 @@ def config_from_dict(cls, data: dict, source: str = "config"):
         raise ListopdError(f"{source}: unknown option(s) {', '.join(map(repr, unknown))}; "
                            f"known: {', '.join(types_)}")
     values = {k: _coerce(v, *types_[k], where=f"{source}: option '{k}'") for k, v in data.items()}
+    minimum = field_minimum(cls)
+    for k, v in values.items():
+        if types_[k][0] is int and v is not None and minimum[k] is not None and v < minimum[k]:
+            raise ListopdError(f"{source}: option '{k}' must be ≥ {minimum[k]}; got {v}")
     missing = [f.name for f in dataclasses.fields(cls)
                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                and f.name not in values]
@@ -169,6 +197,14 @@ def load_config(cls, args: argparse.Namespace):
 
 def config_to_dict(config) -> dict:
     return dataclasses.asdict(config)
+
+
+def check_at_least(config) -> None:
+    """Refuse any integer field of `config` below its `at_least` (each config's validate() starts here)."""
+    for name, minimum in field_minimum(type(config)).items():
+        value = getattr(config, name)
+        if minimum is not None and isinstance(value, int) and value < minimum:
+            raise ListopdError(f"invalid config: {name} must be ≥ {minimum}; got {value}")
 
 
 def require(ok: bool, message: str) -> None:

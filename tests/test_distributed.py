@@ -17,7 +17,7 @@ Checked:
 - both runs report ranks_identical (bit-identical weight fingerprints on all ranks) and world_size;
 - ListOPD, 2 processes, λ = 1.25 (teacher and base scored): completes, ranks identical, metrics per step;
   resuming a 2-process run from its checkpoint reproduces the uninterrupted run exactly (each rank's own
-  sampling generator is checkpointed).
+  sampling generator is checkpointed), after a clean stop and after a SIGKILL of both ranks mid-run.
 """
 
 from __future__ import annotations
@@ -159,6 +159,39 @@ def test_opd_two_processes_resume_matches_uninterrupted(dist_world, tmp_path):
         assert a == b
     w1, w2 = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "split")
     assert all(float((w1[k] - w2[k]).abs().max()) == 0.0 for k in w1)
+
+
+def test_opd_two_processes_killed_then_resumed_matches_uninterrupted(dist_world, tmp_path):
+    """SIGKILL both ranks (and the launcher) right after the step-2 checkpoint of a 6-step 2-process run, then
+    the same command again: it resumes and ends exactly where an uninterrupted 2-process run ends (Hugging
+    Face's atomic checkpoint save broke multi-process training: the kill lands while rank 0 may be writing)."""
+    t0 = time.time()
+    launch2("opd", _opd_cfg(dist_world, tmp_path / "whole", steps=6))
+    cfg = _opd_cfg(dist_world, tmp_path / "killed", steps=6)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "--max_restarts", "0", "-m", "listopd", "opd", *_flags(cfg)]
+    env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    first = tmp_path / "killed" / "checkpoints" / "step-0000002"
+    deadline = time.time() + LAUNCH_TIMEOUT_S
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "the run never wrote its step-2 checkpoint"
+    assert not (tmp_path / "killed" / "summary.json").exists(), "the run finished before the kill: test is void"
+    launch2("opd", cfg)
+    print(f"opd kill-and-resume: 2-process launches {time.time() - t0:.1f} s")
+    whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "killed")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(whole, resumed):
+        a.pop("elapsed_s"), b.pop("elapsed_s")
+        assert a == b
+    w1, w2 = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "killed")
+    assert all(float((w1[k] - w2[k]).abs().max()) == 0.0 for k in w1)
+    assert read_summary(tmp_path / "killed")["ranks_identical"] is True
 
 
 def test_weights_fingerprint_sees_any_change():

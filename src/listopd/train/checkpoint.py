@@ -4,7 +4,8 @@ A checkpoint is a folder `RUN/checkpoints/step-0000123/` with
     model.safetensors   trainable weights (the full model, or the LoRA adapter)
     optimizer.pt        optimizer and scheduler state
     rng.pt              torch, numpy and python RNG states plus the rollout generator's state
-    state.json          step, the trainer's own counters, and a sha256 of every file above
+    state.json          step, the trainer's own counters, the run's identity (train/run_identity.py: a resume
+                        with other data or options is refused) and a sha256 of every file above
 It is written into a hidden temporary folder, every file fsynced, then renamed into place (a rename is
 atomic), and the parent folder fsynced. A folder whose state.json is missing or whose hashes do not match
 (a torn or tampered write) is skipped with a warning and the previous checkpoint is used. The newest
@@ -75,7 +76,7 @@ def load_trainable_weights(model, weights: dict[str, torch.Tensor]) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.Tensor], optimizer_state: dict,
-                    rng: dict, trainer_state: dict, keep: int = 2) -> Path:
+                    rng: dict, trainer_state: dict, keep: int = 2, identity: dict | None = None) -> Path:
     """Write checkpoint `step` atomically; return its folder. Raises ListopdError if the disk refuses."""
     from safetensors.torch import save_file
 
@@ -91,8 +92,8 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
         torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(rng, tmp / "rng.pt")
         hashes = {name: _sha256(tmp / name) for name in _FILES}
-        (tmp / "state.json").write_text(json.dumps({"step": step, "files": hashes, "trainer": trainer_state},
-                                                   indent=1))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "files": hashes, "trainer": trainer_state,
+                                                    "run": identity}, indent=1))
         for name in (*_FILES, "state.json"):
             _fsync_file(tmp / name)
         _fsync_directory(str(tmp))
@@ -139,22 +140,25 @@ def load_checkpoint(folder: Path) -> tuple[dict, dict, dict]:
 
 
 def save_training_state(run_dir: str | Path, step: int, model, optimizer, scheduler, *, rng: dict,
-                        trainer_state: dict) -> Path:
-    """Checkpoint a trainer: the model's trainable weights, optimiser and scheduler state, RNG states and
-    the trainer's own counters (the SFT and ListOPD loops both save through here)."""
+                        trainer_state: dict, identity: dict | None = None) -> Path:
+    """Checkpoint a trainer: the model's trainable weights, optimiser and scheduler state, RNG states, the
+    trainer's own counters and the run's identity (the SFT and ListOPD loops both save through here)."""
     return save_checkpoint(run_dir, step, weights=trainable_weights(model),
                            optimizer_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                           rng=rng, trainer_state=trainer_state)
+                           rng=rng, trainer_state=trainer_state, identity=identity)
 
 
 def resume_training(run_dir: str | Path, model, optimizer, scheduler,
-                    generator: torch.Generator | None = None) -> tuple[int, dict, dict] | None:
+                    generator: torch.Generator | None = None, check=None) -> tuple[int, dict, dict] | None:
     """Load the newest intact checkpoint of a run into model, optimiser and scheduler and restore the RNG
-    states; return (step, trainer_state, rng) or None when the run has no checkpoint yet."""
+    states; return (step, trainer_state, rng) or None when the run has no checkpoint yet. `check(state)`, if
+    given, sees the checkpoint's state.json first and may refuse it."""
     found = latest_checkpoint(run_dir)
     if found is None:
         return None
     folder, state = found
+    if check is not None:
+        check(state)
     weights, optimizer_state, rng = load_checkpoint(folder)
     load_trainable_weights(model, weights)
     optimizer.load_state_dict(optimizer_state["optimizer"])

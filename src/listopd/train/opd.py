@@ -151,7 +151,10 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.schedule))
     generator = torch.Generator(device=run.device).manual_seed(cfg.seed * 1000 + run.rank)  # multinomial: on device
-    start_step, trainer_state, rng = run.resume(student, optimizer, scheduler, generator)
+    start_step, trainer_state, rng = run.resume(student, optimizer, scheduler, generator,
+                                                config=dataclasses.asdict(cfg),
+                                                path_keys=("student", "teacher", "base", "tasks", "val_tasks",
+                                                           "calibration"))
     guard = ParseRateGuard(cfg.guard_margin, cfg.guard_window, trainer_state.get("guard"))
     if len(rng.get("generators") or []) == run.world:  # each rank's own sampling stream (same world size)
         generator.set_state(rng["generators"][run.rank].clone())

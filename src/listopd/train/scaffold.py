@@ -4,7 +4,7 @@ checkpoint, `config.json`, the metrics log and progress bar, checkpoints, valida
 
     run = TrainingRun(cfg.out, seed=..., threads=..., bf16=..., batch_size=...)
     ...models, optimizer, scheduler...
-    start_step, trainer_state, rng = run.resume(model, optimizer, scheduler)
+    start_step, trainer_state, rng = run.resume(model, optimizer, scheduler, config={...}, path_keys=(...))
     run.start(model, optimizer, scheduler, config={...}, start_step=start_step)   # then run.model is the wrapped model
     while ...: <its step>; run.log(record); run.save(step, rng=..., trainer_state=...) every save_every
     run.finish(tokenizer, summary)
@@ -26,6 +26,7 @@ from listopd.train import checkpoint as ckpt
 from listopd.train.distributed import make_accelerator, ranks_agree
 from listopd.train.evaluation import evaluate, headline
 from listopd.train.metrics_log import MetricsLog
+from listopd.train.run_identity import check_resumable, run_identity
 from listopd.util.config import require
 from listopd.util.errors import ListopdError
 from listopd.util.io import atomic_write_json, refused_write
@@ -45,12 +46,19 @@ class TrainingRun:
         self.is_main = self.accelerator.is_main_process
         self.run_dir = Path(out)
         torch.manual_seed(seed)
-        self.model = self.optimizer = self.scheduler = self.log_file = None
+        self.model = self.optimizer = self.scheduler = self.log_file = self.identity = None
 
-    def resume(self, model, optimizer, scheduler, generator=None) -> tuple[int, dict, dict]:
+    def resume(self, model, optimizer, scheduler, generator=None, *, config: dict,
+               path_keys: tuple[str, ...]) -> tuple[int, dict, dict]:
         """(start step, trainer state, RNG state) of the run's last checkpoint, restored into the model,
-        optimiser, scheduler and RNGs; (0, {}, {}) for a new run."""
-        resumed = ckpt.resume_training(self.run_dir, model, optimizer, scheduler, generator)
+        optimiser, scheduler and RNGs; (0, {}, {}) for a new run. A checkpoint of a run with other inputs or
+        options (`config`; `path_keys` name its path options) is refused (train/run_identity.py)."""
+        self.identity = run_identity(config, path_keys)
+
+        def same_run(state: dict) -> None:
+            check_resumable(state.get("run"), self.identity, run_dir=self.run_dir, checkpoint_step=state["step"])
+
+        resumed = ckpt.resume_training(self.run_dir, model, optimizer, scheduler, generator, check=same_run)
         return (0, {}, {}) if resumed is None else resumed
 
     def start(self, model, optimizer, scheduler, *, config: dict, start_step: int) -> None:
@@ -75,7 +83,7 @@ class TrainingRun:
         """A checkpoint of this step (main process), then a barrier."""
         if self.is_main:
             ckpt.save_training_state(self.run_dir, step, self.unwrapped, self.optimizer, self.scheduler,
-                                     rng=rng, trainer_state=trainer_state)
+                                     rng=rng, trainer_state=trainer_state, identity=self.identity)
         self.accelerator.wait_for_everyone()
 
     def validate(self, tokenizer, tasks, *, max_new_tokens: int, temperature: float = 0.0) -> dict:

@@ -106,7 +106,8 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.schedule))
-    start_step, trainer_state, _ = run.resume(model, optimizer, scheduler)
+    start_step, trainer_state, _ = run.resume(model, optimizer, scheduler, config=dataclasses.asdict(cfg),
+                                              path_keys=("tasks", "val_tasks", "tokenizer", "model"))
     tokens_seen = trainer_state.get("tokens_seen", 0)
     run.start(model, optimizer, scheduler, config=dataclasses.asdict(cfg), start_step=start_step)
 

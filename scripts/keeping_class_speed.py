@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from listopd.experiment.calibrate import VocabularyText
+from listopd.task.roles import VocabularyText
 from listopd.task.contract import RankingContract
 from listopd.train.models import load_tokenizer
 from listopd.task.prompts import target_text

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from listopd.core import theory
-from listopd.experiment.calibrate import VocabularyText, calibrate, char_roles, failure_role, token_role, walk_output
+from listopd.experiment.calibrate import calibrate, failure_role
+from listopd.task.roles import VocabularyText, char_roles, token_role, walk_output
 from listopd.task.contract import RankingContract
 from listopd.task.data.synth import make_synth_tasks
 from listopd.task.prompts import encode_prompt, target_text

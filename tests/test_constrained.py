@@ -70,7 +70,7 @@ def test_unique_items_is_not_enforced_and_duplicates_occur(world, student):
 def test_contract_mask_prevents_duplicates_but_admits_any_whitespace(world, student):
     import torch
 
-    from listopd.experiment.calibrate import VocabularyText
+    from listopd.task.roles import VocabularyText
     from listopd.experiment.constrained import ContractHook
     from listopd.train.rollout import sample
     from listopd.task.prompts import encode_prompt

@@ -39,7 +39,7 @@ def test_lambda_one_without_cap_is_the_gradient_of_the_reverse_kl():
     assert grad[1, 2].abs().max() == 0
 
 
-@pytest.mark.parametrize("clip_mode", ["teacher_ratio", "none", "dual_clip"])
+@pytest.mark.parametrize("clip_mode", ["teacher_ratio", "two_sided", "base_ratio", "none", "dual_clip"])
 def test_expected_gradient_is_the_mean_sampled_gradient(clip_mode):
     """λ = 1.6, c = 1.5 (the cap binds on many tokens): the average over 4,000 sampled tokens per position of
     listopd_loss's gradient converges to listopd_expected_loss's gradient."""

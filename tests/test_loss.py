@@ -55,7 +55,7 @@ def test_teacher_ratio_cap_binds_exactly_where_the_ratio_exceeds_c():
     lp_b = torch.log(torch.tensor([[0.4, 0.05, 0.3]]))
     c, lam = 5.0, 1.5
     adv, binds = extrapolated_advantage(lp_t, lp_b, lp_old, reward_scale=lam, clip_strength=c,
-                                        cap_teacher_ratio=True)
+                                        clip_mode="teacher_ratio")
     assert binds.tolist() == [[False, True, False]]
     expected = lam * torch.minimum(lp_t - lp_old, torch.tensor(math.log(c))) + (1 - lam) * (lp_b - lp_old)
     assert torch.allclose(adv, expected)
@@ -63,6 +63,34 @@ def test_teacher_ratio_cap_binds_exactly_where_the_ratio_exceeds_c():
     out = listopd_loss(lp_old.clone(), lp_old, lp_t, lp_b, torch.ones_like(lp_old), reward_scale=lam,
                        clip_strength=c)
     assert out.stats["cap_bind_frac"] == pytest.approx(1 / 3)
+
+
+def test_two_sided_cap_bounds_the_negative_side_too():
+    lp_old = torch.log(torch.tensor([[0.5, 0.01, 0.2, 0.3]]))
+    lp_t = torch.log(torch.tensor([[0.9, 0.2, 0.2, 1e-20]]))  # ratios 1.8, 20, 1, ~3e-20 (−45 nats)
+    lp_b = torch.log(torch.tensor([[0.4, 0.05, 0.3, 0.2]]))
+    c, lam = 5.0, 1.5
+    adv, binds = extrapolated_advantage(lp_t, lp_b, lp_old, reward_scale=lam, clip_strength=c, clip_mode="two_sided")
+    assert binds.tolist() == [[False, True, False, True]]
+    assert adv[0, 3] == pytest.approx(lam * -math.log(c) + (1 - lam) * math.log(0.2 / 0.3), rel=1e-6)
+    uncapped, _ = extrapolated_advantage(lp_t, lp_b, lp_old, reward_scale=lam, clip_mode="none")
+    assert float(uncapped[0, 3]) < -60 < float(adv[0, 3])
+    same, _ = extrapolated_advantage(lp_t, lp_b, lp_old, reward_scale=lam, clip_strength=c, clip_mode="teacher_ratio")
+    assert torch.allclose(adv[0, :3], same[0, :3])  # the positive side is teacher_ratio's
+
+
+def test_base_ratio_caps_the_base_term_both_ways():
+    lp_old = torch.log(torch.tensor([[0.5, 0.6, 0.01]]))
+    lp_t = torch.log(torch.tensor([[0.9, 0.3, 0.02]]))
+    lp_b = torch.log(torch.tensor([[0.4, 0.01, 0.5]]))  # student/base ratios 1.25, 60, 0.02
+    c, lam = 5.0, 2.0
+    adv, binds = extrapolated_advantage(lp_t, lp_b, lp_old, reward_scale=lam, clip_strength=c, clip_mode="base_ratio")
+    assert binds.tolist() == [[False, True, True]]
+    log_c = math.log(c)
+    expected = [lam * math.log(0.9 / 0.5) + (lam - 1) * math.log(0.5 / 0.4),
+                lam * math.log(0.3 / 0.6) + (lam - 1) * log_c,  # the student prefers it 60× to the base: capped
+                lam * math.log(0.02 / 0.01) - (lam - 1) * log_c]
+    assert adv[0].tolist() == pytest.approx(expected, rel=1e-6)
 
 
 def test_two_token_expected_gradient_matches_analytic():
@@ -196,10 +224,10 @@ def test_tensor_lambda_trains_independent_rows():
     lp_new, lp_old, lp_t, lp_b = _random_logps(b=3, t=4, seed=5)
     lams = torch.tensor([[1.0], [1.2], [2.0]])
     adv, _ = extrapolated_advantage(lp_t, lp_b, lp_old, reward_scale=lams, clip_strength=3.0,
-                                    cap_teacher_ratio=True)
+                                    clip_mode="teacher_ratio")
     for i, lam in enumerate([1.0, 1.2, 2.0]):
         row, _ = extrapolated_advantage(lp_t[i:i + 1], lp_b[i:i + 1], lp_old[i:i + 1], reward_scale=lam,
-                                        clip_strength=3.0, cap_teacher_ratio=True)
+                                        clip_strength=3.0, clip_mode="teacher_ratio")
         assert torch.allclose(adv[i:i + 1], row)
 
 

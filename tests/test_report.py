@@ -297,3 +297,28 @@ def test_onset_rule_from_the_command_line_only_without_a_locked_one(sweep, tmp_p
     text = (sweep / "report" / "report.md").read_text()
     assert "(from prereg.json)" in text and "given on the command line" not in text
     assert main(["report", str(bare), "--onset-drop", "0.3"]) == 2
+
+
+def test_mechanism_figure_from_logged_keeping_mass(sweep):
+    """Runs whose metrics logs hold keep/<role> records get the mechanism section and figure; the figure is
+    drawn for the roles the calibration has (binding role first)."""
+    for lam in LAMBDAS:
+        name = run_name(lam, 5.0, 0, 200)
+        run = sweep / "runs" / name
+        run.mkdir(parents=True)
+        target = 1 - float(theory.fixed_point(lam, P, B))
+        rows = [{"step": s, "keep/id": 1 - ((1 - B) * (1 - s / 200) + target * s / 200), "keep/quote": 0.99}
+                for s in (50, 100, 150)]
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (run / "summary.json").write_text(json.dumps({"steps": 200, "keep/id": 1 - target, "keep/quote": 0.99}))
+    report = build_report(sweep)
+    text = report.read_text()
+    assert "## Mechanism: tail mass per role during training" in text and "roles: id, quote" in text
+    png = sweep / "report" / "mechanism.png"
+    assert png in linked_pngs(report)
+    assert_real_image(png)
+
+
+def test_mechanism_section_says_why_it_is_empty(sweep):
+    text = build_report(sweep).read_text()
+    assert "No run logged per-role keeping mass" in text

@@ -9,7 +9,7 @@ import numpy as np
 
 from listopd.util.errors import DomainError
 
-CLIP_MODES = ("teacher_ratio", "truncated_is", "dual_clip", "none")
+CLIP_MODES = ("teacher_ratio", "two_sided", "base_ratio", "truncated_is", "dual_clip", "none")
 
 
 def check_loss_args(reward_scale, clip_strength: float, clip_mode: str, eps_low: float, eps_high: float) -> None:

@@ -22,6 +22,15 @@ Clip strength c > 1, by `clip_mode`:
      tail class is capped at c", docs/method.md#clip-modes): above λ*, the fixed point q_λ needs a tail ratio
      (1−p)/(1−q) > c, the cap removes the reward that would hold the tail there, and the tail runs away.
 
+  "two_sided"      cap the teacher/student log-ratio on both sides, |lp_t − lp_old| ≤ log c:
+        A_t = λ·clamp(lp_t − lp_old, −log c, log c) + (1−λ)·(lp_b − lp_old)
+     The negative side is otherwise unbounded: a token the teacher gives −50 nats weighs −50·λ.
+
+  "base_ratio"     the teacher_ratio cap, and the base term's student/base log-ratio capped on both sides:
+        A_t = λ·min(lp_t − lp_old, log c) + (λ−1)·clamp(lp_old − lp_b, −log c, log c)
+     Uncapped, the base term rewards any token the student already prefers to the base by (λ−1) times that
+     preference (round 1's failure-role cue: repeated ids in the last slot grew with λ).
+
   "truncated_is"   truncated importance sampling between the sampler and the trainer (verl, G-OPD):
         w_t = min(exp(lp_old − lp_sampler), c)   (detached),   loss_t = w_t · ppo_loss_t
      with lp_sampler the log-prob the rollout engine reported. It binds only when sampler ≠ trainer;
@@ -61,27 +70,37 @@ class LossOutput:
     stats: dict[str, float]  # masked summaries for logging
 
 
+ADVANTAGE_CAPS = {  # clip mode -> (teacher log-ratio cap, base log-ratio cap): None, "above" or "both"
+    "teacher_ratio": ("above", None), "two_sided": ("both", None), "base_ratio": ("above", "both"),
+}
+
+
+def _cap(x: torch.Tensor, log_c: float, side: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if side is None:
+        return x, torch.zeros_like(x, dtype=torch.bool)
+    if side == "above":
+        return x.clamp(max=log_c), x > log_c
+    return x.clamp(-log_c, log_c), x.abs() > log_c
+
+
 def extrapolated_advantage(lp_teacher: torch.Tensor, lp_base: torch.Tensor, lp_old: torch.Tensor, *,
                            reward_scale: float | torch.Tensor, clip_strength: float = math.inf,
-                           cap_teacher_ratio: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """A_t = λ·(lp_t − lp_old) + (1−λ)·(lp_b − lp_old), optionally with lp_t − lp_old capped at log c.
+                           clip_mode: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """A_t = λ·(lp_t − lp_old) + (1−λ)·(lp_b − lp_old), with the log-ratios capped at ±log c as `clip_mode`
+    says (ADVANTAGE_CAPS; other modes leave the advantage uncapped).
 
     `reward_scale` is a number or a tensor broadcastable to [B, T] (e.g. [B, 1]: one λ per sequence, which
     the simulator uses to train a whole λ grid at once). Returns (advantage, cap_binds), both detached;
     cap_binds is a bool tensor (all False without a cap).
     """
     lam = reward_scale
-    teacher_log_ratio = (lp_teacher - lp_old).detach()
-    base_log_ratio = (lp_base - lp_old).detach()
-    if cap_teacher_ratio:
-        log_c = math.log(clip_strength)
-        cap_binds = teacher_log_ratio > log_c
-        teacher_log_ratio = teacher_log_ratio.clamp(max=log_c)
-    else:
-        cap_binds = torch.zeros_like(teacher_log_ratio, dtype=torch.bool)
+    teacher_side, base_side = ADVANTAGE_CAPS.get(clip_mode, (None, None))
+    log_c = math.log(clip_strength) if teacher_side or base_side else math.inf
+    teacher_log_ratio, cap_binds = _cap((lp_teacher - lp_old).detach(), log_c, teacher_side)
+    base_log_ratio, base_binds = _cap((lp_base - lp_old).detach(), log_c, base_side)
     if isinstance(lam, (int, float)) and lam == 1.0:  # plain OPD: the base cancels (need not be finite)
         return teacher_log_ratio, cap_binds
-    return lam * teacher_log_ratio + (1.0 - lam) * base_log_ratio, cap_binds
+    return lam * teacher_log_ratio + (1.0 - lam) * base_log_ratio, cap_binds | base_binds
 
 
 def listopd_loss(lp_new: torch.Tensor, lp_old: torch.Tensor, lp_teacher: torch.Tensor,
@@ -99,8 +118,7 @@ def listopd_loss(lp_new: torch.Tensor, lp_old: torch.Tensor, lp_teacher: torch.T
     lp_old = lp_old.detach()
     mask = mask.to(lp_new.dtype)
     adv, cap_binds = extrapolated_advantage(
-        lp_teacher, lp_base, lp_old, reward_scale=reward_scale, clip_strength=clip_strength,
-        cap_teacher_ratio=clip_mode == "teacher_ratio")
+        lp_teacher, lp_base, lp_old, reward_scale=reward_scale, clip_strength=clip_strength, clip_mode=clip_mode)
 
     ratio = torch.exp(lp_new - lp_old)
     clipped_ratio = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)

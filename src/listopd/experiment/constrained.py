@@ -146,7 +146,7 @@ class ContractHook:
     def __init__(self, vocab, tasks):
         from listopd.task.contract import RankingContract
 
-        self.vocab = vocab  # listopd.experiment.calibrate.VocabularyText
+        self.vocab = vocab  # listopd.task.roles.VocabularyText
         self.states = [RankingContract.for_task(t).start() for t in tasks]
         self.seconds = 0.0
 
@@ -232,7 +232,7 @@ def run_baseline(model, tokenizer, tasks, *, decodings=DECODINGS, greedy: bool =
     Every decoding runs after one untimed warm-up batch, so no row pays for first-call set-up."""
     import torch
 
-    from listopd.experiment.calibrate import VocabularyText
+    from listopd.task.roles import VocabularyText
     from listopd.task.metrics import score
     from listopd.train.evaluation import check_prompts_fit
     from listopd.train.models import check_model_vocabulary

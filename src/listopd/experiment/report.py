@@ -42,6 +42,7 @@ from pathlib import Path
 
 from listopd.core import theory
 from listopd.core.onset import find_onset, onset_definition, union_bracket
+from listopd.experiment.mechanism import MECHANISM_FIGURE, section_mechanism
 
 DEFAULT_ONSET_THRESHOLD = 0.5
 DEFAULT_ONSET_DROP = None
@@ -1134,7 +1135,7 @@ def section_baselines(inp: Inputs, groups, preds) -> list[str]:
     return lines + table + [""] + notes + [""]
 
 
-FIGURES = ("parse_rate.png", "ndcg.png", "onsets.png")
+FIGURES = ("parse_rate.png", "ndcg.png", "onsets.png", MECHANISM_FIGURE)
 
 
 def section_figures(scored, preds, onsets, rule: OnsetRule, out_dir: Path) -> list[str]:
@@ -1185,6 +1186,9 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ca
     lines += [""] + section_inputs(inp, rule) + section_verdicts(inp.prereg_result, inp.prereg)
     lines += section_figures(scored, preds, onsets, rule, out_dir)
     lines += section_sweep_tables(scored, preds, onsets)
+    if scored:
+        c_main = max(scored, key=lambda key: len(scored[key]))[0]
+        lines += section_mechanism(sweep_dir, inp.sweep.runs, inp.calibration, out_dir, preds[c_main].lambda_star)
     lines += section_calibration(inp, out_dir)
     lines += section_size_axis(inp, scored, preds)
     lines += section_baselines(inp, scored, preds)

@@ -44,10 +44,11 @@ from listopd.train.cliff import ParseRateGuard, cliff_check
 from listopd.train.data_order import batch_indices, shard
 from listopd.train.evaluation import check_prompts_fit, decode_completions
 from listopd.train.models import (apply_lora, check_model_vocabulary, check_same_vocabulary, load_frozen, load_model,
-                                  load_tokenizer)
+                                  load_tokenizer, model_vocab_size)
 from listopd.train.opd_config import OPDConfig
 from listopd.train.opd_stats import accumulate, step_record
 from listopd.train.optim import lr_factor, make_optimizer
+from listopd.train.role_mass import RoleProbe
 from listopd.train.rollout import completion_logprob_table, completion_logprobs, sample, warn_if_truncated_sampling
 from listopd.train.scaffold import TrainingRun, check_finite
 
@@ -145,6 +146,8 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     models = (student, scorers.teacher, scorers.base)
     check_prompts_fit(models, tokenizer, tasks, source=cfg.tasks, room=cfg.max_new_tokens)
     check_prompts_fit(models, tokenizer, val, source=cfg.val_tasks, room=cfg.max_new_tokens)
+    probe = RoleProbe(tokenizer, val[:cfg.role_probe_tasks], width=model_vocab_size(student)) \
+        if cfg.role_probe_tasks and val else None
     if cfg.lora_r:
         student = apply_lora(student, cfg.lora_r, cfg.lora_alpha)
     optimizer = make_optimizer(student, cfg.lr, cfg.weight_decay)
@@ -188,6 +191,7 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             record.update(run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens,
                                        temperature=cfg.eval_temperature))
+            record.update(probe.measure(run.unwrapped) if probe else {})
         run.log(record)
         bar.update(1)
         bar.set_postfix(parse=f"{record['rollout_parse_rate']:.2f}", kl=f"{record['teacher_kl_k3']:.3f}")
@@ -202,6 +206,7 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     if step % cfg.save_every and stop_reason == "steps":
         save(step)
     final = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens, temperature=cfg.eval_temperature)
+    final.update(probe.measure(run.unwrapped) if probe else {})
     summary = run.finish(tokenizer, {"steps": step, "stop_reason": stop_reason, **cliff, **final})
     if stop_reason.startswith("cliff guard") and not quiet:
         print(stop_reason)

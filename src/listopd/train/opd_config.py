@@ -46,6 +46,9 @@ class OPDConfig:
     eval_tasks: int = option(64, "validation tasks used", at_least=1)
     eval_temperature: float = option(0.0, "validation decoding: 0 greedy; > 0 one sample per task at this "
                                           "temperature, from a fixed seed (the same draws in every run)")
+    role_probe_tasks: int = option(16, "validation tasks whose reference outputs the student's keeping mass per "
+                                       "role is measured on at each evaluation, logged as keep/<role> (0: off)",
+                                   at_least=0)
     save_every: int = option(50, "checkpoint every N steps", at_least=1)
     seed: int = option(0, "seed of the data order, the rollout sampler and any LoRA initialisation", at_least=0)
     bf16: bool = option(False, "bfloat16 autocast")

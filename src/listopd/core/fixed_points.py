@@ -1,0 +1,68 @@
+"""Where the expected ListOPD update comes to rest at one position, per clip mode — the fixed point each mode
+implies, computed with the loss's own advantage (`core.loss.extrapolated_advantage`), not a re-derivation.
+
+The closed form lumps a position's tokens into two classes: the contract-keeping (modal) class with teacher
+mass p, base mass b and student mass q, and the tail. With one optimiser step per rollout the expected
+gradient on the modal logit z = logit(q) is  dz ∝ q(1−q)·(A_modal(q) − A_tail(q)),  so the student rests where
+g(q) = A_modal − A_tail = 0, a rest point is stable where g falls through 0 as q grows, and with no stable
+rest point q runs to the end g pushes it to (q → 1: the tail vanishes; q → 0: the contract is lost).
+
+Uncapped (`none`) the rest point is q_λ, logit q_λ = λ·logit p + (1−λ)·logit b, at every λ (core/theory.py).
+A cap changes the advantage only where it binds, so q_λ stays the rest point while no cap binds at q_λ; what
+happens once one does is what `rest_points` computes (docs/method.md#clip-modes; `scripts/clip_mode_fixed_points.py`
+prints the table).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from listopd.core.loss import extrapolated_advantage
+
+Z_RANGE = 40.0  # logit(q) in [−40, 40]: tails down to ~4e-18
+
+
+def advantage_gap(q_logit: np.ndarray, lam: float, p: float, b: float, c: float, clip_mode: str) -> np.ndarray:
+    """g = A_modal − A_tail at modal-class logits `q_logit` (float64)."""
+    z = torch.as_tensor(np.asarray(q_logit, dtype=np.float64))
+    log_q, log_1mq = torch.nn.functional.logsigmoid(z), torch.nn.functional.logsigmoid(-z)
+    lp_old = torch.stack([log_q, log_1mq], -1)
+    lp_t = torch.tensor([math.log(p), math.log1p(-p)], dtype=torch.float64).expand_as(lp_old)
+    lp_b = torch.tensor([math.log(b), math.log1p(-b)], dtype=torch.float64).expand_as(lp_old)
+    adv, _ = extrapolated_advantage(lp_t, lp_b, lp_old, reward_scale=float(lam), clip_strength=c,
+                                    clip_mode=clip_mode)
+    return (adv[..., 0] - adv[..., 1]).numpy()
+
+
+def rest_points(lam: float, p: float, b: float, c: float, clip_mode: str, n_grid: int = 4001) -> dict:
+    """{"stable": [q, ...], "unstable": [q, ...], "drift_low": ±1, "drift_high": ±1}: the rest points of the
+    two-class dynamics (bisection-refined sign changes of g on a logit grid) and the sign of g at the grid's
+    ends (+1 at the high end: q runs to 1 there; −1 at the low end: q runs to 0)."""
+    z = np.linspace(-Z_RANGE, Z_RANGE, n_grid)
+    g = advantage_gap(z, lam, p, b, c, clip_mode)
+    out = {"stable": [], "unstable": [], "drift_low": int(np.sign(g[0])), "drift_high": int(np.sign(g[-1]))}
+    for i in np.nonzero(np.sign(g[:-1]) != np.sign(g[1:]))[0]:
+        lo, hi = z[i], z[i + 1]
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if np.sign(advantage_gap(np.array([mid]), lam, p, b, c, clip_mode)[0]) == np.sign(g[i]):
+                lo = mid
+            else:
+                hi = mid
+        q = float(1.0 / (1.0 + math.exp(-0.5 * (lo + hi))))
+        out["stable" if g[i] > 0 else "unstable"].append(q)  # + to −: a push back from both sides
+    return out
+
+
+def describe(points: dict) -> str:
+    """A short text of where the student rests or runs: 'tail 3.1e-03', 'q → 1', 'q → 0 (contract lost)'."""
+    if points["stable"]:
+        return ", ".join(f"tail {1 - q:.2g}" for q in points["stable"])
+    if points["drift_high"] > 0:
+        return "q → 1 (tail → 0)"
+    if points["drift_low"] < 0:
+        return "q → 0 (contract lost)"
+    return "no rest point"

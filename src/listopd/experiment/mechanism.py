@@ -1,0 +1,120 @@
+"""The mechanism figure of a sweep: each run's tail mass per structural role over training (the trainer's
+`keep/<role>` records, train/role_mass.py) against the fixed point the closed form is about, q_λ(p_role, b_role),
+and the clip-safe boundary (1 − p_role)/c, with p_role and b_role from the calibration file.
+
+Below λ* the closed form expects the tail to settle at q_λ's; above it, the lumped two-class dynamics run the tail
+to zero (docs/method.md#the-fixed-point-each-mode-implies). A tail that instead grows is a collapse that
+mechanism does not explain. Used by `listopd report` (experiment/report.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from listopd.core import theory
+
+MECHANISM_FIGURE = "mechanism.png"
+
+
+def trajectories(sweep_dir: Path, name: str) -> list[tuple[int, dict[str, float]]]:
+    """[(step, {role: keeping mass})] of one sweep run, from OUT/runs/NAME/metrics.jsonl and its summary."""
+    run = Path(sweep_dir) / "runs" / name
+    out = []
+    log = run / "metrics.jsonl"
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            keep = {k[5:]: v for k, v in row.items() if k.startswith("keep/") and isinstance(v, (int, float))}
+            if keep:
+                out.append((int(row["step"]), keep))
+    summary = run / "summary.json"
+    if summary.is_file():
+        data = json.loads(summary.read_text(encoding="utf-8"))
+        keep = {k[5:]: v for k, v in data.items() if k.startswith("keep/") and isinstance(v, (int, float))}
+        if keep:
+            out.append((int(data.get("steps", out[-1][0] + 1 if out else 0)), keep))
+    return out
+
+
+def pick_roles(calibration: dict, available: set[str], n: int = 4) -> list[str]:
+    """The binding role, then the last id slot, quote and eos: the roles where the theory binds and where
+    round 1's students failed."""
+    roles = calibration.get("roles") or {}
+    ids = sorted((r for r in roles if r.startswith("id_")), key=lambda r: int(r[3:]))
+    wanted = [calibration.get("binding_role"), ids[-1] if ids else None, "quote", "eos", "key"]
+    out = []
+    for r in wanted:
+        if r and r in available and r in roles and r not in out:
+            out.append(r)
+    return out[:n]
+
+
+def plot_mechanism(series: dict[str, tuple[float, list]], calibration: dict, c: float, path: Path,
+                   lambda_star: float | None) -> list[str]:
+    """series: run label -> (λ, trajectory). Draws one panel per role; returns the roles drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    available = {r for _, traj in series.values() for _, keep in traj for r in keep}
+    roles = pick_roles(calibration, available)
+    if not roles:
+        return []
+    lams = sorted({lam for lam, _ in series.values()})
+    colour = {lam: plt.cm.viridis(i / max(1, len(lams) - 1)) for i, lam in enumerate(lams)}
+    fig, axes = plt.subplots(1, len(roles), figsize=(4.2 * len(roles), 3.8), squeeze=False)
+    for ax, role in zip(axes[0], roles):
+        p, b = float(calibration["roles"][role]["p"]), float(calibration["roles"][role]["b"])
+        for label, (lam, traj) in sorted(series.items(), key=lambda kv: kv[1][0]):
+            pts = [(s, 1 - keep[role]) for s, keep in traj if role in keep]
+            if pts:
+                ax.plot(*zip(*pts), color=colour[lam], marker=".", lw=1.2, label=f"λ = {lam:g}")
+            if 0 < p < 1 and 0 < b < 1:
+                ax.axhline(1 - float(theory.fixed_point(lam, p, b)), color=colour[lam], ls="--", lw=0.8)
+        ax.axhline((1 - p) / c, color="black", ls=":", lw=1.2, label="clip-safe boundary (1−p)/c")
+        ax.axhline(1 - p, color="gray", lw=0.8, label="teacher tail 1−p")
+        ax.axhline(1 - b, color="gray", ls="-.", lw=0.8, label="warm-start tail 1−b")
+        ax.set_yscale("log")
+        lam_role = theory.lambda_star_or_none(p, b, c)
+        star = "∞" if lam_role is None or math.isinf(lam_role) else f"{lam_role:.3f}"
+        ax.set_title(f"{role}: p = {p:.4g}, b = {b:.4g}, λ*_role = {star}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("tail mass 1 − keep (log)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
+    title = "student's tail per role (solid) vs q_λ's tail (dashed, same colour)"
+    fig.suptitle(title + (f"; predicted λ* = {lambda_star:.3f}" if lambda_star else ""), fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return roles
+
+
+def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: Path,
+                      lambda_star: float | None) -> list[str]:
+    """The report's mechanism section (seed 0 of the most common (c, budget) group, or nothing to draw)."""
+    lines = ["## Mechanism: tail mass per role during training", ""]
+    if not calibration or not calibration.get("roles"):
+        return lines + ["No calibration file with per-role p and b: nothing to compare the trajectories with.", ""]
+    series = {}
+    for r in runs:
+        traj = trajectories(sweep_dir, r.name)
+        if traj and r.seed == min(x.seed for x in runs):
+            series.setdefault((r.c, r.budget), {})[r.name] = (r.lam, traj)
+    if not series:
+        return lines + ["No run logged per-role keeping mass (`keep/<role>`; OPD option role_probe_tasks).", ""]
+    (c, budget), chosen = max(series.items(), key=lambda kv: len(kv[1]))
+    roles = plot_mechanism(chosen, calibration, c, out_dir / MECHANISM_FIGURE, lambda_star)
+    if not roles:
+        return lines + ["The logged roles do not match the calibration's roles.", ""]
+    return lines + [f"c = {c:g}, budget {budget}, one seed; roles: {', '.join(roles)}. Solid: the student's "
+                    "tail mass on validation prefixes at each evaluation; dashed: the tail of the fixed point "
+                    "q_λ(p_role, b_role) for that run's λ; dotted: the clip-safe boundary.", "",
+                    f"![tail mass per role]({MECHANISM_FIGURE})", ""]

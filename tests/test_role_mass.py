@@ -1,0 +1,44 @@
+"""The trainer's per-role keeping mass (train/role_mass.py) is calibrate's measurement, logged at every eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny_world import opd_config
+
+from listopd.task.tasks import read_tasks
+
+
+def test_probe_equals_calibrate_on_the_same_outputs(world):
+    from listopd.experiment.calibrate import calibrate
+    from listopd.train.models import load_model, model_vocab_size
+    from listopd.train.role_mass import RoleProbe
+
+    tasks = read_tasks(world.val)[:4]
+    teacher, student = load_model(world.teacher), load_model(world.student)
+    cal = calibrate(teacher, student, world.tok, tasks, c=5.0, sources=("reference",), n_boot=10)
+    table = cal.role_table()
+    probe = RoleProbe(world.tok, tasks, width=model_vocab_size(student))
+    for name, model, key in (("teacher", teacher, "p"), ("student", student, "b")):
+        got = probe.measure(model)
+        assert set(got) == {f"keep/{r}" for r in table}
+        for role, row in table.items():
+            assert got[f"keep/{role}"] == pytest.approx(row[key], rel=1e-9, abs=1e-12), (name, role)
+
+
+def test_opd_logs_keeping_mass_at_every_eval_and_in_the_summary(world, tmp_path):
+    from listopd.train.opd import run_opd
+
+    cfg = opd_config(world, tmp_path / "run", steps=2, eval_every=1, val_tasks=world.val, eval_tasks=4,
+                     role_probe_tasks=2)
+    summary = run_opd(cfg, quiet=True)
+    rows = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+    keys = {k for k in rows[0] if k.startswith("keep/")}
+    assert {"keep/quote", "keep/eos", "keep/id_1"} <= keys
+    assert all(0.0 <= rows[0][k] <= 1.0 for k in keys)
+    assert keys <= set(summary)
+    off = run_opd(opd_config(world, tmp_path / "off", steps=1, val_tasks=world.val, eval_tasks=4,
+                             role_probe_tasks=0), quiet=True)
+    assert not any(k.startswith("keep/") for k in off)

@@ -142,3 +142,14 @@ def test_what_may_change_on_resume(stopped_sft, tmp_path):
     state = json.loads((Path(stopped_sft.out) / "checkpoints" / "step-0000006" / "state.json").read_text())
     assert state["run"]["inputs"]["tasks"].startswith("file:") and state["run"]["options"]["steps"] == 6
     torch.set_num_threads(1)
+
+
+def test_opd_resume_with_another_teacher_refused(world, tmp_path):
+    cfg = opd_config(world, tmp_path / "run", steps=2, save_every=2)
+    run_opd(cfg, quiet=True)
+    from dataclasses import replace as dc_replace
+
+    with pytest.raises(ListopdError, match="teacher holds other content") as e:
+        run_opd(dc_replace(cfg, steps=4, teacher=world.eos_student), quiet=True)
+    assert "\n" not in str(e.value)
+    assert run_opd(dc_replace(cfg, steps=3), quiet=True)["steps"] == 3  # the same run continues

@@ -42,3 +42,30 @@ def test_opd_logs_keeping_mass_at_every_eval_and_in_the_summary(world, tmp_path)
     off = run_opd(opd_config(world, tmp_path / "off", steps=1, val_tasks=world.val, eval_tasks=4,
                              role_probe_tasks=0), quiet=True)
     assert not any(k.startswith("keep/") for k in off)
+
+
+def test_full_vocabulary_fixed_point_in_the_calibration(world):
+    """λ = 1 is the teacher's keeping mass and λ = 0 the warm start's, position by position; the predicted parse
+    rate is the mean over tasks of the product over the reference output's positions."""
+    import numpy as np
+
+    from listopd.core.fixed_points import FULL_VOCAB_LAMBDAS
+    from listopd.experiment.calibrate import calibrate
+    from listopd.train.models import load_model
+
+    tasks = read_tasks(world.val)[:3]
+    cal = calibrate(load_model(world.teacher), load_model(world.student), world.tok, tasks, c=5.0,
+                    sources=("reference",), n_boot=20)
+    one, zero = FULL_VOCAB_LAMBDAS.index(1.0), FULL_VOCAB_LAMBDAS.index(0.0)
+    for pos in cal.positions:
+        assert pos.keep_fv[one] == pytest.approx(pos.p, rel=1e-9, abs=1e-15)
+        assert pos.keep_fv[zero] == pytest.approx(pos.b, rel=1e-9, abs=1e-15)
+    fv = cal.full_vocabulary()
+    by_task = {}
+    for pos in cal.positions:
+        by_task.setdefault(pos.task, []).append(pos.p)
+    assert fv["predicted_parse"][one] == pytest.approx(np.mean([np.prod(v) for v in by_task.values()]))
+    lo, hi = fv["predicted_parse_ci"][one]
+    assert lo <= fv["predicted_parse"][one] <= hi
+    assert fv["peak_lambda"] >= 1 and fv["n_outputs"] == 3
+    assert set(fv["role_tail"]) >= {"quote", "eos"}

@@ -65,6 +65,12 @@ def run(args) -> int:
         print(f"\nbinding role: {summary['binding_role']}   p = {summary['p']:.6f}   b = {summary['b']:.6f}")
         print(f"predicted λ*(p,b,c={args.c:g}) = {f(summary['lambda_star'])}   95% CI [{f(ci[0])}, {f(ci[1])}]"
               f"   base-neutral λ*(p,c) = {f(summary['lambda_star_base_neutral'])}")
+    fv = summary.get("full_vocabulary")
+    if fv:
+        rates = "  ".join(f"{lam:g}: {r:.3f}" for lam, r in zip(fv["lambdas"], fv["predicted_parse"]))
+        onset = "none on the grid" if fv["onset_lambda"] is None else f"{fv['onset_lambda']:g}"
+        print(f"full-vocabulary fixed point, predicted parse rate Π_t keep_t(λ) (λ 0: warm start, 1: teacher):"
+              f"\n  {rates}\n  peaks at λ = {fv['peak_lambda']:g}; falls below the teacher's at λ = {onset}")
     fails = ", ".join(f"{k}: {v}" for k, v in summary["failure_roles"].items())
     print(f"warm start's own greedy outputs: {fails}")
     print(f"{summary['n_tasks']} tasks, {summary['n_positions']} positions, {summary['seconds']} s")

@@ -66,3 +66,21 @@ def describe(points: dict) -> str:
     if points["drift_low"] < 0:
         return "q → 0 (contract lost)"
     return "no rest point"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the full-vocabulary fixed point (issue 19): no lumping of the tail into one class
+
+FULL_VOCAB_LAMBDAS = (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)
+
+
+def full_vocab_keep(log_pt: np.ndarray, log_pb: np.ndarray, keep: np.ndarray,
+                    lambdas=FULL_VOCAB_LAMBDAS) -> np.ndarray:
+    """[len(lambdas)] contract-keeping mass of q_λ(y) ∝ π_T(y)^λ · π_B(y)^(1−λ) over the whole vocabulary at one
+    position (log_pt, log_pb: [V] log-probabilities; keep: bool [V]). λ = 1 gives the teacher's keeping mass,
+    λ = 0 the base's. Computed in log space (logaddexp), so tokens with log-probability −700 are exact."""
+    lam = np.asarray(lambdas, dtype=np.float64)[:, None]
+    logits = lam * log_pt[None, :] + (1.0 - lam) * log_pb[None, :]
+    total = np.logaddexp.reduce(logits, axis=1)
+    kept = np.logaddexp.reduce(np.where(keep[None, :], logits, -np.inf), axis=1)
+    return np.exp(kept - total)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from listopd.core import theory
+from listopd.core.fixed_points import FULL_VOCAB_LAMBDAS, full_vocab_keep
 from listopd.task.roles import VocabularyText, walk_output
 from listopd.train.role_mass import next_token_probs
 from listopd.train.cliff import CALIBRATION_VERSION  # the version of calibration.json, which train/cliff.py reads
@@ -50,6 +51,7 @@ class Position:
     class_size: int  # tokens in the keeping class
     p: float
     b: float
+    keep_fv: np.ndarray | None = None  # keeping mass of the full-vocabulary q_λ over FULL_VOCAB_LAMBDAS
 
 
 @dataclass
@@ -98,6 +100,37 @@ class Calibration:
                     "lambda_star_base_neutral": table[role]["lambda_star_base_neutral"]})
         out.update(self._bootstrap(role))
         return out
+
+    def full_vocabulary(self) -> dict | None:
+        """The full-vocabulary fixed point (core/fixed_points.py) along the walked outputs: per role the tail of
+        q_λ (1 − mean keeping mass) over FULL_VOCAB_LAMBDAS, and the predicted parse rate Π_t keep_t(λ) of one
+        output per task (the reference where walked, else the teacher's), its mean over tasks with a bootstrap
+        interval, the λ ≥ 1 where it peaks, and the first grid λ above the peak where it falls below its value at
+        λ = 1 (the teacher's own): a second predicted onset, beside λ*(p, b, c)."""
+        if not self.positions or self.positions[0].keep_fv is None:
+            return None
+        lams = np.array(FULL_VOCAB_LAMBDAS)
+        groups = defaultdict(list)
+        outputs = defaultdict(lambda: defaultdict(list))
+        for pos in self.positions:
+            groups[pos.role].append(pos.keep_fv)
+            if pos.id_rank is not None:
+                groups[f"id_{pos.id_rank}"].append(pos.keep_fv)
+            outputs[pos.task][pos.source].append(pos.keep_fv)
+        per_task = np.array([np.prod(o["reference"] if "reference" in o else o["teacher"], axis=0)
+                             for o in outputs.values()])
+        mean = per_task.mean(axis=0)
+        rng = np.random.default_rng(self.seed)
+        boot = np.array([per_task[rng.integers(0, len(per_task), len(per_task))].mean(axis=0)
+                         for _ in range(self.n_boot)])
+        at_one = int(np.nonzero(lams == 1.0)[0][0])
+        peak = at_one + int(np.argmax(mean[at_one:]))
+        below = [i for i in range(peak + 1, len(lams)) if mean[i] < mean[at_one]]
+        return {"lambdas": lams.tolist(), "predicted_parse": mean.tolist(),
+                "predicted_parse_ci": np.percentile(boot, [2.5, 97.5], axis=0).T.tolist(),
+                "peak_lambda": float(lams[peak]), "onset_lambda": float(lams[below[0]]) if below else None,
+                "role_tail": {r: (1.0 - np.mean(v, axis=0)).tolist() for r, v in sorted(groups.items())},
+                "n_outputs": len(per_task)}
 
     def _bootstrap(self, role: str) -> dict:
         by_task = defaultdict(list)
@@ -151,11 +184,14 @@ def calibrate(teacher, warm_start, tokenizer, tasks, *, c: float, sources=("refe
         for source, text in outputs.items():
             out_ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
             steps = walk_output(contract, vocab, tokenizer, out_ids)
-            pt = next_token_probs(teacher, prompt, out_ids)
-            pb = next_token_probs(warm_start, prompt, out_ids)
+            log_pt = next_token_probs(teacher, prompt, out_ids, log=True)
+            log_pb = next_token_probs(warm_start, prompt, out_ids, log=True)
+            pt, pb = np.exp(log_pt), np.exp(log_pb)
             for t, (mask, role, rank) in enumerate(steps):
+                n = len(mask)
                 positions.append(Position(task.id, source, t, role, rank, int(mask.sum()),
-                                          float(pt[t, :len(mask)][mask].sum()), float(pb[t, :len(mask)][mask].sum())))
+                                          float(pt[t, :n][mask].sum()), float(pb[t, :n][mask].sum()),
+                                          full_vocab_keep(log_pt[t, :n], log_pb[t, :n], mask)))
         if warm_outputs is not None:
             failures[failure_role(contract, warm_outputs[task.id])] += 1
         if progress is not None:
@@ -187,7 +223,7 @@ def calibrate_models(teacher: str, warm_start: str, tasks: str, *, c: float, sou
     warm_outputs = generate_outputs(warm, tokenizer, task_list, max_new_tokens=64)
     cal = calibrate(teacher_model, warm, tokenizer, task_list, c=c, sources=sources, warm_outputs=warm_outputs,
                     n_boot=n_boot, progress=progress)
-    summary = {**cal.summary(), "teacher": teacher, "warm_start": warm_start, "tasks": tasks,
+    summary = {**cal.summary(), "full_vocabulary": cal.full_vocabulary(), "teacher": teacher, "warm_start": warm_start, "tasks": tasks,
                "sources": list(sources), "seconds": round(time.time() - t0, 1)}
     assert summary["version"] == CALIBRATION_VERSION
     if out:

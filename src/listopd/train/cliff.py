@@ -58,8 +58,10 @@ def cliff_check(cfg) -> dict:
 
 class ParseRateGuard:
     """Stops a run when the rollout parse rate, averaged over the last `window` steps, falls more than `margin`
-    below its best such average. Its state (`best`, `history`, and `stopped` once it fired) is a plain dict
-    saved in every checkpoint, so a resumed run continues it and a stopped run stays stopped."""
+    below its best such average. Its state (`best` and the step it was reached at, `best_step`, `history`, and
+    `stopped` once it fired) is a plain dict saved in every checkpoint, so a resumed run continues it and a
+    stopped run stays stopped. The trainer keeps the newest checkpoint at or before `best_step` and, when the
+    guard stops a run, exports that checkpoint as final/ — the model before the drop, not the collapsed one."""
 
     def __init__(self, margin: float | None, window: int, state: dict | None = None):
         self.margin, self.window = margin, window
@@ -68,6 +70,10 @@ class ParseRateGuard:
     @property
     def stopped(self) -> str | None:
         return self.state.get("stopped")
+
+    @property
+    def best_step(self) -> int | None:
+        return self.state.get("best_step")
 
     def update(self, step: int, parse_rate: float) -> str | None:
         """Record one step's rollout parse rate; the reason to stop, or None (always None when off)."""
@@ -78,7 +84,8 @@ class ParseRateGuard:
         if len(s["history"]) < self.window:
             return None
         level = sum(s["history"]) / self.window
-        s["best"] = level if s["best"] is None else max(s["best"], level)
+        if s["best"] is None or level > s["best"]:
+            s["best"], s["best_step"] = level, step
         if level < s["best"] - self.margin:
             s["stopped"] = (f"cliff guard: rollout parse rate {level:.3f} fell more than "
                             f"{self.margin} below its best {s['best']:.3f} at step {step}")

@@ -170,7 +170,9 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
         # one row per rank; cloned (a row view keeps a storage offset, which Generator.set_state mis-reads)
         states = [s.clone() for s in run.accelerator.gather(generator.get_state().to(run.device)[None]).cpu()] \
             if run.world > 1 else None
-        run.save(step, rng={**ckpt.rng_state(generator), "generators": states}, trainer_state={"guard": guard.state})
+        best = guard.best_step  # keep the checkpoint the guard would fall back to
+        run.save(step, rng={**ckpt.rng_state(generator), "generators": states}, trainer_state={"guard": guard.state},
+                 protect=None if best is None else ckpt.newest_step_at_or_before(run.run_dir, best))
 
     # train
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"opd λ={cfg.reward_scale:g}",
@@ -205,9 +207,13 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     # save and clean up
     if step % cfg.save_every and stop_reason == "steps":
         save(step)
+    stopped = stop_reason.startswith("cliff guard")
+    # a stopped run exports the checkpoint before the drop (the newest at or before the guard's best step)
+    restored = {"final_from_step": run.restore_weights(guard.best_step)} if stopped else {}
     final = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens, temperature=cfg.eval_temperature)
     final.update(probe.measure(run.unwrapped) if probe else {})
-    summary = run.finish(tokenizer, {"steps": step, "stop_reason": stop_reason, **cliff, **final})
-    if stop_reason.startswith("cliff guard") and not quiet:
-        print(stop_reason)
+    summary = run.finish(tokenizer, {"steps": step, "stop_reason": stop_reason, **restored, **cliff, **final})
+    if stopped and not quiet:
+        print(stop_reason + (f"; final/ is step {restored['final_from_step']}'s checkpoint"
+                             if restored["final_from_step"] is not None else "; no checkpoint before the drop"))
     return summary

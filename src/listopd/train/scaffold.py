@@ -79,12 +79,24 @@ class TrainingRun:
     def log(self, record: dict) -> None:
         self.log_file.write(record)
 
-    def save(self, step: int, *, rng: dict, trainer_state: dict) -> None:
-        """A checkpoint of this step (main process), then a barrier."""
+    def save(self, step: int, *, rng: dict, trainer_state: dict, protect: int | None = None) -> None:
+        """A checkpoint of this step (main process; the checkpoint of step `protect` is kept too), then a
+        barrier."""
         if self.is_main:
             ckpt.save_training_state(self.run_dir, step, self.unwrapped, self.optimizer, self.scheduler,
-                                     rng=rng, trainer_state=trainer_state, identity=self.identity)
+                                     rng=rng, trainer_state=trainer_state, identity=self.identity, protect=protect)
         self.accelerator.wait_for_everyone()
+
+    def restore_weights(self, at_or_before: int) -> int | None:
+        """Load the trainable weights of the newest checkpoint of a step ≤ `at_or_before` into the model (every
+        rank); returns that step, or None when there is no such checkpoint (the model is left as it is)."""
+        folder = ckpt.checkpoint_at_or_before(self.run_dir, at_or_before)
+        if folder is None:
+            return None
+        weights, _, _ = ckpt.load_checkpoint(folder)
+        ckpt.load_trainable_weights(self.unwrapped, weights)
+        self.accelerator.wait_for_everyone()
+        return int(folder.name[5:])
 
     def validate(self, tokenizer, tasks, *, max_new_tokens: int, temperature: float = 0.0) -> dict:
         """The headline validation numbers on `tasks` ({} without validation tasks)."""

@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: sgd 2.0, adam 0.05)")
     p.add_argument("--clip-mode", choices=("teacher_ratio", "truncated_is", "dual_clip", "none"),
                    default="teacher_ratio")
+    p.add_argument("--contract-aware", action="store_true",
+                   help="contract-aware extrapolation: λ only on the modal (contract-keeping) class")
     p.add_argument("--n-modal", type=positive_int, default=1, help="tokens in the modal class (K-ary when > 1)")
     p.add_argument("--n-tail", type=positive_int, default=4, help="tokens in the tail class")
     p.add_argument("--tolerance", type=float, default=0.5, help="onset overshoot in logit nats (0.5)")
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     lr = args.lr if args.lr is not None else (2.0 if args.optimizer == "sgd" else 0.05)
     configs = [SimConfig(p=args.p, b=args.b, c=c, lambdas=args.lambdas, seeds=seeds, steps=args.steps,
                          dynamics=args.dynamics, samples_per_step=args.samples_per_step,
-                         optimizer=args.optimizer, lr=lr, clip_mode=args.clip_mode, n_modal=args.n_modal,
+                         optimizer=args.optimizer, lr=lr, clip_mode=args.clip_mode, contract_aware=args.contract_aware,
+                         n_modal=args.n_modal,
                          n_tail=args.n_tail, tolerance=args.tolerance) for c in args.c]
     results = []
     for cfg in configs:

@@ -75,12 +75,16 @@ FULL_VOCAB_LAMBDAS = (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5
 
 
 def full_vocab_keep(log_pt: np.ndarray, log_pb: np.ndarray, keep: np.ndarray,
-                    lambdas=FULL_VOCAB_LAMBDAS) -> np.ndarray:
+                    lambdas=FULL_VOCAB_LAMBDAS, *, contract_aware: bool = False) -> np.ndarray:
     """[len(lambdas)] contract-keeping mass of q_λ(y) ∝ π_T(y)^λ · π_B(y)^(1−λ) over the whole vocabulary at one
     position (log_pt, log_pb: [V] log-probabilities; keep: bool [V]). λ = 1 gives the teacher's keeping mass,
-    λ = 0 the base's. Computed in log space (logaddexp), so tokens with log-probability −700 are exact."""
+    λ = 0 the base's. Computed in log space (logaddexp), so tokens with log-probability −700 are exact.
+    contract_aware: the fixed point of contract-aware extrapolation (core/loss.py), q(y) ∝ π_T(y) on the
+    tokens that break the contract."""
     lam = np.asarray(lambdas, dtype=np.float64)[:, None]
     logits = lam * log_pt[None, :] + (1.0 - lam) * log_pb[None, :]
+    if contract_aware:
+        logits = np.where(keep[None, :], logits, log_pt[None, :])
     total = np.logaddexp.reduce(logits, axis=1)
     kept = np.logaddexp.reduce(np.where(keep[None, :], logits, -np.inf), axis=1)
     return np.exp(kept - total)

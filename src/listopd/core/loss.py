@@ -41,6 +41,11 @@ Clip strength c > 1, by `clip_mode`:
 
   "none"           no cap: A_t as above, plain PPO surrogate.
 
+Contract-aware extrapolation (`keep`, issue 19): λ applies only to tokens that keep the output contract at
+their prefix; a token that breaks it gets the plain OPD advantage (λ = 1), A_t = lp_t − lp_old, so
+extrapolation never boosts a contract-breaking token. Its fixed point per position: q(y) ∝ π_T(y)^λ·π_B(y)^(1−λ)
+on the keeping tokens and q(y) ∝ π_T(y) on the others, with one normaliser (core/fixed_points.py).
+
 Surrogate (PPO, separate low/high ε), with ρ_t = exp(lp_new − lp_old):
     loss_t = −min(ρ_t·A_t, clip(ρ_t, 1−ε_low, 1+ε_high)·A_t)
 With one optimiser step per rollout ρ = 1 and the gradient is −A_t·∇lp_new: the plain policy gradient.
@@ -108,13 +113,18 @@ def listopd_loss(lp_new: torch.Tensor, lp_old: torch.Tensor, lp_teacher: torch.T
                  clip_strength: float = 5.0, clip_mode: str = "teacher_ratio",
                  eps_low: float = 0.2, eps_high: float = 0.2,
                  lp_sampler: torch.Tensor | None = None,
-                 num_tokens: float | torch.Tensor | None = None) -> LossOutput:
+                 num_tokens: float | torch.Tensor | None = None,
+                 keep: torch.Tensor | None = None) -> LossOutput:
     """The ListOPD loss for one (micro-)batch of sampled tokens; see the module docstring.
 
     All tensors are [B, T] log-probs of the sampled tokens; `mask` is 1 on completion tokens (or float
-    weights). `num_tokens` is the normaliser (default: mask.sum() of this batch).
+    weights). `num_tokens` is the normaliser (default: mask.sum() of this batch). `keep` (bool [B, T]):
+    contract-aware extrapolation — tokens where it is False get λ = 1.
     """
     check_loss_args(reward_scale, clip_strength, clip_mode, eps_low, eps_high)
+    if keep is not None:
+        lam = torch.as_tensor(reward_scale, dtype=lp_old.dtype, device=lp_old.device)
+        reward_scale = torch.where(keep.to(lp_old.device), lam, torch.ones_like(lam))
     lp_old = lp_old.detach()
     mask = mask.to(lp_new.dtype)
     adv, cap_binds = extrapolated_advantage(
@@ -169,7 +179,8 @@ def listopd_expected_loss(table_new: torch.Tensor, table_teacher: torch.Tensor, 
                           tokens: torch.Tensor, mask: torch.Tensor, *, reward_scale: float | torch.Tensor,
                           clip_strength: float = 5.0, clip_mode: str = "teacher_ratio",
                           eps_low: float = 0.2, eps_high: float = 0.2,
-                          num_tokens: float | torch.Tensor | None = None) -> LossOutput:
+                          num_tokens: float | torch.Tensor | None = None,
+                          keep: torch.Tensor | None = None) -> LossOutput:
     """The ListOPD loss with the sampled token at each position replaced by its expectation under the
     student (a Rao–Blackwellised estimator).
 
@@ -181,6 +192,7 @@ def listopd_expected_loss(table_new: torch.Tensor, table_teacher: torch.Tensor, 
     Tables are [B, T, V] log-probs (`listopd.train.rollout.completion_logprob_table`; `table_new` carries the
     gradient); `tokens` [B, T] are the sampled ids, used only for the logged statistics, which describe
     the sampled tokens as in `listopd_loss`. Valid for one optimiser step per rollout (ratio 1).
+    `keep` (bool [B, T, V]): contract-aware extrapolation, λ only on the tokens that keep the contract.
     """
     if clip_mode == "truncated_is":
         raise ValueError("the expected estimator has no sampler mismatch to correct: use another clip_mode")
@@ -193,8 +205,9 @@ def listopd_expected_loss(table_new: torch.Tensor, table_teacher: torch.Tensor, 
     kwargs = dict(reward_scale=reward_scale, clip_strength=clip_strength, clip_mode=clip_mode, eps_low=eps_low,
                   eps_high=eps_high, num_tokens=num_tokens if num_tokens is not None else mask.sum())
     full = listopd_loss(flat(table_new), flat(table_new.detach()), flat(table_teacher), flat(table_base),
-                        flat(weight), **kwargs)
+                        flat(weight), **kwargs, keep=None if keep is None else flat(keep[..., :width]))
     pick = lambda x: x.detach().gather(-1, tokens[..., None]).squeeze(-1)  # noqa: E731
     lp = pick(table_new)
-    sampled = listopd_loss(lp, lp, pick(table_teacher), pick(table_base), mask, **kwargs)
+    sampled = listopd_loss(lp, lp, pick(table_teacher), pick(table_base), mask, **kwargs,
+                           keep=None if keep is None else pick(keep[..., :width]))
     return LossOutput(loss=full.loss, advantages=sampled.advantages, stats=sampled.stats)

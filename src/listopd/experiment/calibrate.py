@@ -52,6 +52,7 @@ class Position:
     p: float
     b: float
     keep_fv: np.ndarray | None = None  # keeping mass of the full-vocabulary q_λ over FULL_VOCAB_LAMBDAS
+    keep_fv_aware: np.ndarray | None = None  # the same for contract-aware extrapolation's fixed point
 
 
 @dataclass
@@ -105,18 +106,26 @@ class Calibration:
         """The full-vocabulary fixed point (core/fixed_points.py) along the walked outputs: per role the tail of
         q_λ (1 − mean keeping mass) over FULL_VOCAB_LAMBDAS, and the predicted parse rate Π_t keep_t(λ) of one
         output per task (the reference where walked, else the teacher's), its mean over tasks with a bootstrap
-        interval, the λ ≥ 1 where it peaks, and the first grid λ above the peak where it falls below its value at
-        λ = 1 (the teacher's own): a second predicted onset, beside λ*(p, b, c)."""
+        interval, the λ ≥ 1 where it peaks and the first grid λ above the peak where it falls below its value at
+        λ = 1 (the teacher's own): a second predicted onset, beside λ*(p, b, c). The same for the fixed point of
+        contract-aware extrapolation under `contract_aware`."""
         if not self.positions or self.positions[0].keep_fv is None:
             return None
-        lams = np.array(FULL_VOCAB_LAMBDAS)
+        out = self._predicted_parse("keep_fv")
         groups = defaultdict(list)
-        outputs = defaultdict(lambda: defaultdict(list))
         for pos in self.positions:
             groups[pos.role].append(pos.keep_fv)
             if pos.id_rank is not None:
                 groups[f"id_{pos.id_rank}"].append(pos.keep_fv)
-            outputs[pos.task][pos.source].append(pos.keep_fv)
+        out["role_tail"] = {r: (1.0 - np.mean(v, axis=0)).tolist() for r, v in sorted(groups.items())}
+        out["contract_aware"] = self._predicted_parse("keep_fv_aware")
+        return out
+
+    def _predicted_parse(self, attr: str) -> dict:
+        lams = np.array(FULL_VOCAB_LAMBDAS)
+        outputs = defaultdict(lambda: defaultdict(list))
+        for pos in self.positions:
+            outputs[pos.task][pos.source].append(getattr(pos, attr))
         per_task = np.array([np.prod(o["reference"] if "reference" in o else o["teacher"], axis=0)
                              for o in outputs.values()])
         mean = per_task.mean(axis=0)
@@ -129,7 +138,6 @@ class Calibration:
         return {"lambdas": lams.tolist(), "predicted_parse": mean.tolist(),
                 "predicted_parse_ci": np.percentile(boot, [2.5, 97.5], axis=0).T.tolist(),
                 "peak_lambda": float(lams[peak]), "onset_lambda": float(lams[below[0]]) if below else None,
-                "role_tail": {r: (1.0 - np.mean(v, axis=0)).tolist() for r, v in sorted(groups.items())},
                 "n_outputs": len(per_task)}
 
     def _bootstrap(self, role: str) -> dict:
@@ -191,7 +199,9 @@ def calibrate(teacher, warm_start, tokenizer, tasks, *, c: float, sources=("refe
                 n = len(mask)
                 positions.append(Position(task.id, source, t, role, rank, int(mask.sum()),
                                           float(pt[t, :n][mask].sum()), float(pb[t, :n][mask].sum()),
-                                          full_vocab_keep(log_pt[t, :n], log_pb[t, :n], mask)))
+                                          full_vocab_keep(log_pt[t, :n], log_pb[t, :n], mask),
+                                          full_vocab_keep(log_pt[t, :n], log_pb[t, :n], mask,
+                                                          contract_aware=True)))
         if warm_outputs is not None:
             failures[failure_role(contract, warm_outputs[task.id])] += 1
         if progress is not None:

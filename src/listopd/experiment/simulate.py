@@ -49,6 +49,7 @@ class SimConfig:
     n_modal: int = 1
     n_tail: int = 4
     clip_mode: str = "teacher_ratio"
+    contract_aware: bool = False  # λ only on the modal (contract-keeping) class; the tail gets λ = 1
     dynamics: str = "exact"
     samples_per_step: int = 256
     steps: int = 4000
@@ -184,7 +185,8 @@ def simulate(config: SimConfig, progress=None) -> SimResult:
         out = listopd_loss(
             lp_new, lp_new.detach(), lp_teacher_vocab[tokens], lp_base_vocab[tokens], mask,
             reward_scale=reward_scale, clip_strength=config.c, clip_mode=config.clip_mode,
-            eps_low=config.eps_low, eps_high=config.eps_high, num_tokens=num_tokens)
+            eps_low=config.eps_low, eps_high=config.eps_high, num_tokens=num_tokens,
+            keep=tokens < config.n_modal if config.contract_aware else None)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()

@@ -48,6 +48,7 @@ from listopd.train.models import (apply_lora, check_model_vocabulary, check_same
 from listopd.train.opd_config import OPDConfig
 from listopd.train.opd_stats import accumulate, step_record
 from listopd.train.optim import lr_factor, make_optimizer
+from listopd.train.keeping import KeepingMasks
 from listopd.train.role_mass import RoleProbe
 from listopd.train.rollout import completion_logprob_table, completion_logprobs, sample, warn_if_truncated_sampling
 from listopd.train.scaffold import TrainingRun, check_finite
@@ -55,15 +56,17 @@ from listopd.train.scaffold import TrainingRun, check_finite
 
 @dataclass
 class Scorers:
-    """The frozen models a ListOPD step scores its rollouts under (base None at λ = 1: π_B cancels)."""
+    """The frozen models a ListOPD step scores its rollouts under (base None at λ = 1: π_B cancels), and the
+    contract-keeping masks when extrapolation is contract-aware."""
     teacher: torch.nn.Module
     base: torch.nn.Module | None
+    keeping: KeepingMasks | None = None
 
 
 def listopd_step(cfg: OPDConfig, run: TrainingRun, scorers: Scorers, prompts: list[list[int]], step: int,
-                 generator: torch.Generator, eos_id: int, pad_id: int):
-    """One ListOPD step on a batch of prompts: sample → score → loss → update.
-    Returns (rollout, summed loss statistics, summed entropy, gradient norm)."""
+                 generator: torch.Generator, eos_id: int, pad_id: int, contracts=None):
+    """One ListOPD step on a batch of prompts (and their contracts, for contract-aware extrapolation):
+    sample → score → loss → update. Returns (rollout, summed loss statistics, summed entropy, gradient norm)."""
     student, accelerator = run.model, run.accelerator
     # 1. sample from the student, then split into micro-batches (each trimmed to its longest completion)
     rollout = sample(run.unwrapped, prompts, max_new_tokens=cfg.max_new_tokens, eos_id=eos_id, pad_id=pad_id,
@@ -76,6 +79,9 @@ def listopd_step(cfg: OPDConfig, run: TrainingRun, scorers: Scorers, prompts: li
     lp_base = [_score(run, scorers.base, m, frozen_scorer) if scorers.base is not None
                else torch.zeros_like(lp_teacher[j]) for j, m in enumerate(micro)]
     lp_old = [_score(run, run.unwrapped, m) for m in micro] if cfg.ppo_epochs > 1 else None
+    keep = [scorers.keeping(contracts[i:i + cfg.micro_batch_size], m.completion_ids, m.completion_mask,
+                            full=cfg.estimator == "expected")
+            for i, m in zip(range(0, len(prompts), cfg.micro_batch_size), micro)] if scorers.keeping else None
     n_local = float(rollout.completion_mask.sum())
     n_global = float(accelerator.reduce(torch.tensor(n_local, device=run.device), reduction="sum"))
     normaliser = max(n_global, 1.0) / run.world  # DDP averages gradients over ranks
@@ -87,7 +93,8 @@ def listopd_step(cfg: OPDConfig, run: TrainingRun, scorers: Scorers, prompts: li
             sync = j == len(micro) - 1 or run.world == 1
             with (contextlib.nullcontext() if sync else accelerator.no_sync(student)):
                 out, entropy = _micro_batch_loss(cfg, run, m, lp_teacher[j], lp_base[j],
-                                                 lp_old[j] if lp_old is not None else None, normaliser)
+                                                 lp_old[j] if lp_old is not None else None, normaliser,
+                                                 keep[j] if keep is not None else None)
                 accelerator.backward(out.loss)
             if epoch == 0 and out.stats.get("tokens"):
                 accumulate(stats_sum, out.stats)
@@ -104,10 +111,11 @@ def _score(run: TrainingRun, model, rollout, scorer=completion_logprobs):
         return scorer(model, rollout)
 
 
-def _micro_batch_loss(cfg: OPDConfig, run: TrainingRun, m, lp_teacher, lp_base, lp_old, normaliser: float):
+def _micro_batch_loss(cfg: OPDConfig, run: TrainingRun, m, lp_teacher, lp_base, lp_old, normaliser: float,
+                      keep=None):
     """(LossOutput, per-token entropy) of one micro-batch under the current student."""
     loss_args = dict(reward_scale=cfg.reward_scale, clip_strength=cfg.clip_strength, clip_mode=cfg.clip_mode,
-                     eps_low=cfg.eps_low, eps_high=cfg.eps_high, num_tokens=normaliser)
+                     eps_low=cfg.eps_low, eps_high=cfg.eps_high, num_tokens=normaliser, keep=keep)
     if cfg.estimator == "expected":
         with run.accelerator.autocast():
             table = completion_logprob_table(run.model, m)
@@ -139,7 +147,8 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     student = load_model(cfg.student)
     frozen_dtype = torch.bfloat16 if cfg.bf16 else None  # frozen scorers need no float32 master weights
     scorers = Scorers(teacher=load_frozen(cfg.teacher, frozen_dtype).to(run.device),
-                      base=load_frozen(base_path, frozen_dtype).to(run.device) if cfg.reward_scale != 1.0 else None)
+                      base=load_frozen(base_path, frozen_dtype).to(run.device) if cfg.reward_scale != 1.0 else None,
+                      keeping=KeepingMasks(tokenizer, model_vocab_size(student)) if cfg.contract_aware else None)
     for name, model in (("student", student), ("teacher", scorers.teacher), ("base", scorers.base)):
         if model is not None:
             check_model_vocabulary(model, tokenizer, name=name)
@@ -183,7 +192,7 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
         rows = shard(batch_indices(len(tasks), cfg.batch_size, step, cfg.seed), run.rank, run.world)
         rollout, stats_sum, entropy_sum, grad_norm = listopd_step(
             cfg, run, scorers, [prompts[i] for i in rows], step, generator, tokenizer.eos_token_id,
-            tokenizer.pad_token_id)
+            tokenizer.pad_token_id, contracts=[contracts[i] for i in rows])
         scheduler.step()
         step += 1
         parsed = [contracts[i].check(t).ok for i, t in zip(rows, decode_completions(tokenizer, rollout))]

@@ -27,6 +27,9 @@ class OPDConfig:
                                        "the same loss summed over the whole vocabulary at each sampled prefix, "
                                        "weighted by the student's probabilities (same expected gradient, far less "
                                        "noise; needs [batch, length, vocab] tables of teacher and base log-probs)")
+    contract_aware: bool = option(False, "extrapolate only toward tokens that keep the output contract: at each "
+                                         "sampled prefix, a contract-breaking token gets the plain OPD advantage "
+                                         "(λ = 1)")
     eps_low: float = option(0.2, "PPO ratio clip below")
     eps_high: float = option(0.2, "PPO ratio clip above")
     steps: int = option(100, "optimiser steps (one rollout batch each, times ppo_epochs)", at_least=1)

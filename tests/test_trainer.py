@@ -532,3 +532,22 @@ def test_end_to_end_sft_then_opd_lambda_one(tmp_path):
     print(f"mean mass off the contract-keeping class per position: warm start {tail_before:.4f}, "
           f"after OPD {tail_after:.4f}")
     assert tail_after <= tail_before
+
+
+def test_cliff_check_with_the_full_vocabulary_predictor(world, tmp_path):
+    from listopd.train.cliff import cliff_check
+
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"version": 1, "p": P, "b": B, "full_vocabulary": {"onset_lambda": 2.5}}))
+    cfg = opd_config(world, tmp_path / "run", reward_scale=2.0, clip_strength=C, calibration=str(path),
+                     cliff_predictor="full_vocabulary")
+    info = cliff_check(cfg)  # above λ*(p, b, c) = 1.38, below the full-vocabulary onset: allowed
+    assert info["full_vocabulary_onset"] == 2.5 and info["lambda_star"] == pytest.approx(_lambda_star())
+    with pytest.raises(ListopdError, match="full-vocabulary predicted onset λ = 2.5"):
+        cliff_check(opd_config(world, tmp_path / "run", reward_scale=2.5, clip_strength=C, calibration=str(path),
+                               cliff_predictor="full_vocabulary"))
+    path.write_text(json.dumps({"version": 1, "p": P, "b": B}))
+    with pytest.raises(ListopdError, match="full_vocabulary.*recalibrate"):
+        cliff_check(cfg)
+    with pytest.raises(ListopdError, match="give calibration"):
+        opd_config(world, tmp_path / "run", cliff_predictor="full_vocabulary")

@@ -46,6 +46,8 @@ def cliff_check(cfg) -> dict:
     p, b = pb
     lam_star = float(theory.lambda_star(p, b, cfg.clip_strength))
     info = {"cliff_p": p, "cliff_b": b, "lambda_star": lam_star}
+    if getattr(cfg, "cliff_predictor", "closed_form") == "full_vocabulary":
+        return _full_vocabulary_check(cfg, info)
     if cfg.clip_mode != "teacher_ratio":
         info["cliff_note"] = f"λ* assumes clip_mode teacher_ratio; this run uses {cfg.clip_mode}"
         return info
@@ -53,6 +55,21 @@ def cliff_check(cfg) -> dict:
         raise ListopdError(f"reward_scale λ = {cfg.reward_scale} is at or above the predicted cliff "
                            f"λ*(p={p:g}, b={b:g}, c={cfg.clip_strength:g}) = {lam_star:.4f}; "
                            f"use allow_above_cliff to train there anyway")
+    return info
+
+
+def _full_vocabulary_check(cfg, info: dict) -> dict:
+    """The cliff check with the full-vocabulary predictor: refuse λ ≥ the calibration's full_vocabulary
+    onset_lambda (the first grid λ past the peak where the predicted parse rate falls below the teacher's)."""
+    fv = read_calibration_file(cfg.calibration).get("full_vocabulary")
+    if not isinstance(fv, dict) or "onset_lambda" not in fv:
+        raise InputError("no full_vocabulary section: recalibrate with this version of `listopd calibrate`",
+                         path=cfg.calibration, field="full_vocabulary")
+    onset = fv["onset_lambda"]
+    info.update({"cliff_predictor": "full_vocabulary", "full_vocabulary_onset": onset})
+    if onset is not None and cfg.reward_scale >= onset and not cfg.allow_above_cliff:
+        raise ListopdError(f"reward_scale λ = {cfg.reward_scale} is at or above the full-vocabulary predicted onset "
+                           f"λ = {onset:g} ({cfg.calibration}); use allow_above_cliff to train there anyway")
     return info
 
 

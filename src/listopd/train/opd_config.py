@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 
 from listopd.core.clip import CLIP_MODES, check_loss_args
+
+CLIFF_PREDICTORS = ("closed_form", "full_vocabulary")
 from listopd.util.config import check_at_least, finite_positive, option, require
 
 ESTIMATORS = ("sampled", "expected")
@@ -62,6 +64,9 @@ class OPDConfig:
     cliff_b: float | None = option(None, "warm-start modal mass b")
     calibration: str | None = option(None, "calibration.json (version 1, top-level p and b) instead of "
                                            "cliff_p/cliff_b")
+    cliff_predictor: str = option("closed_form", "what the cliff check refuses above: closed_form (λ*(p, b, c)) or "
+                                                 "full_vocabulary (the calibration file's full-vocabulary onset; "
+                                                 "needs calibration)")
     allow_above_cliff: bool = option(False, "train at λ ≥ λ*(p,b,c) anyway")
     guard_margin: float | None = option(None, "stop when the rollout parse rate falls this far below its best "
                                               "(off when unset)")
@@ -86,6 +91,10 @@ class OPDConfig:
                 "cliff_p and cliff_b go together: give both or neither")
         require(not (self.calibration and self.cliff_p is not None),
                 "give either calibration or cliff_p/cliff_b, not both")
+        require(self.cliff_predictor in CLIFF_PREDICTORS,
+                f"cliff_predictor must be one of {', '.join(CLIFF_PREDICTORS)}; got {self.cliff_predictor!r}")
+        require(self.cliff_predictor == "closed_form" or self.calibration,
+                "cliff_predictor full_vocabulary reads the calibration file: give calibration")
         require(self.guard_margin is None or 0 < self.guard_margin < 1,
                 f"guard_margin must be in (0, 1); got {self.guard_margin}")
         require(not (self.reward_scale == 1.0 and self.base is not None),

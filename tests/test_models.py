@@ -239,3 +239,32 @@ def test_smollm2_is_converted_once_and_then_loaded_by_path(tmp_path, monkeypatch
         assert torch.equal(first(input_ids=ids).logits, second(input_ids=ids).logits)
     assert len(load_tokenizer("smollm2-135m")) == 49152 and load_model(str(folder)) is not None
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "cache").iterdir())
+
+
+def test_keep_layers_makes_a_smaller_model_from_the_teachers_weights(tmp_path):
+    from listopd.train.models import keep_layers
+
+    tok = train_tokenizer(["a b c d e f g h"] * 20, vocab_size=300)
+    teacher = build_model("tiny-teacher", tok, seed=3)
+    original = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = keep_layers(copy.deepcopy(teacher), [0, 3, 5])
+    assert student.config.num_hidden_layers == 3 and len(student.model.layers) == 3
+    assert count_parameters(student) < count_parameters(teacher)
+    sd = student.state_dict()
+    for new, old in ((0, 0), (1, 3), (2, 5)):
+        for name, value in sd.items():
+            if name.startswith(f"model.layers.{new}."):
+                assert torch.equal(value, original[name.replace(f"layers.{new}.", f"layers.{old}.", 1)])
+    assert torch.equal(sd["model.embed_tokens.weight"], original["model.embed_tokens.weight"])
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        student(input_ids=ids)
+        out = student.generate(input_ids=ids, max_new_tokens=3, do_sample=False)  # the KV cache works
+    assert out.shape[1] == 7
+    student.save_pretrained(str(tmp_path / "s"))
+    tok.save_pretrained(str(tmp_path / "s"))
+    again = load_model(tmp_path / "s")
+    assert again.config.num_hidden_layers == 3
+    for bad in ([], [3, 1], [0, 6]):
+        with pytest.raises(ListopdError, match="layers must be"):
+            keep_layers(copy.deepcopy(teacher), bad)

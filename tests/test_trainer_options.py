@@ -155,3 +155,23 @@ def test_opd_bf16_two_steps(dist_world, tmp_path):
     for r in read_metrics(tmp_path / "bf16"):
         for key in ("grad_norm", "adv_mean", "adv_std", "teacher_kl_k1", "teacher_kl_k3", "entropy"):
             assert math.isfinite(r[key]), (key, r)
+
+
+def test_sft_student_from_a_subset_of_the_teachers_layers(world, tmp_path):
+    """keep_layers: SFT starts from the teacher folder with only layers 0 and 2 (issue 17's student)."""
+    import json
+
+    from tiny_world import sft_config
+
+    from listopd.train.models import load_model
+    from listopd.train.sft import run_sft
+    from listopd.util.errors import ListopdError
+
+    cfg = sft_config(world, tmp_path / "run", model=world.teacher, tokenizer=None, keep_layers="0,2", steps=1,
+                     save_every=1)
+    run_sft(cfg, quiet=True)
+    student = load_model(tmp_path / "run" / "final")
+    assert student.config.num_hidden_layers == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["keep_layers"] == "0,2"
+    with pytest.raises(ListopdError, match="keep_layers must be"):
+        sft_config(world, tmp_path / "bad", model=world.teacher, keep_layers="0;2")

@@ -155,6 +155,31 @@ def context_length(model) -> int | None:
     return None
 
 
+def keep_layers(model, layers: list[int]):
+    """The model with only the decoder layers `layers` (indices, in order), their weights and everything else
+    (embeddings, final norm, LM head) as they were: a smaller student initialised from its teacher's pretrained
+    weights (issue 17). For the decoder families whose layers are `model.model.layers` (Qwen, Llama/SmolLM2,
+    Mistral); each kept layer's `layer_idx` (the KV-cache slot) is renumbered."""
+    import torch
+
+    stack = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(stack, torch.nn.ModuleList):
+        raise ListopdError(f"cannot drop layers of a {type(model).__name__}: no model.layers list")
+    n = len(stack)
+    if not layers or sorted(set(layers)) != list(layers) or layers[0] < 0 or layers[-1] >= n:
+        raise ListopdError(f"layers must be distinct increasing indices in 0..{n - 1}; got {layers}")
+    kept = torch.nn.ModuleList(stack[i] for i in layers)
+    for new_index, layer in enumerate(kept):
+        attention = getattr(layer, "self_attn", None)
+        if attention is not None and hasattr(attention, "layer_idx"):
+            attention.layer_idx = new_index
+    model.model.layers = kept
+    model.config.num_hidden_layers = len(layers)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in layers]
+    return model
+
+
 def count_parameters(model, trainable_only: bool = False) -> int:
     """Number of parameters; shared (tied) tensors are counted once."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -25,8 +25,8 @@ from listopd.task.tasks import read_tasks
 from listopd.train import checkpoint as ckpt
 from listopd.train.data_order import batch_indices, shard
 from listopd.train.evaluation import check_prompts_fit
-from listopd.train.models import (PRESETS, apply_lora, build_model, check_model_vocabulary, context_length, load_model,
-                                  load_tokenizer)
+from listopd.train.models import (PRESETS, apply_lora, build_model, check_model_vocabulary, context_length, keep_layers,
+                                  load_model, load_tokenizer)
 from listopd.train.optim import lr_factor, make_optimizer
 from listopd.train.scaffold import TrainingRun, check_finite
 from listopd.train.sft_config import SFTConfig
@@ -52,10 +52,10 @@ def collate(examples, pad_id: int):
     return ids, labels, mask
 
 
-def build_or_load(model_spec: str, tokenizer, seed: int):
+def build_or_load(model_spec: str, tokenizer, seed: int, layers: list[int] | None = None):
     model = build_model(model_spec, tokenizer, seed=seed) if model_spec in PRESETS else load_model(model_spec)
     check_model_vocabulary(model, tokenizer, name=model_spec)
-    return model
+    return model if layers is None else keep_layers(model, layers)
 
 
 def sft_step(cfg: SFTConfig, run: TrainingRun, batch: list, step: int, pad_id: int) -> tuple[float, int, float]:
@@ -97,7 +97,7 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     tasks = read_tasks(cfg.tasks)
     val = read_tasks(cfg.val_tasks)[:cfg.eval_tasks] if cfg.val_tasks else []
     examples = [encode_example(t, tokenizer) for t in tasks]
-    model = build_or_load(cfg.model, tokenizer, cfg.seed)
+    model = build_or_load(cfg.model, tokenizer, cfg.seed, cfg.layer_list())
     refuse_long_prompts(tasks, [len(ids) for ids, _ in examples], context_length(model), source=cfg.tasks,
                         what="prompt + target")
     check_prompts_fit([model], tokenizer, val, source=cfg.val_tasks, room=cfg.max_new_tokens)

@@ -16,6 +16,9 @@ class SFTConfig:
     model: str = option("tiny-teacher", "a preset name (tiny-student, tiny-teacher, small-student, small-teacher) "
                                         "or a model folder")
     val_tasks: str | None = option(None, "validation task file")
+    keep_layers: str | None = option(None, "start from MODEL with only these decoder layers (comma-separated "
+                                           "indices, e.g. 0,10,20,29): a smaller student initialised from a "
+                                           "pretrained teacher's weights")
     steps: int = option(300, "optimiser steps", at_least=1)
     max_train_tokens: int | None = option(None, "stop after this many supervised (target) tokens", at_least=1)
     batch_size: int = option(16, "tasks per optimiser step (global)", at_least=1)
@@ -38,9 +41,14 @@ class SFTConfig:
 
     def validate(self) -> None:
         check_at_least(self)
+        require(self.keep_layers is None or all(x.strip().isdigit() for x in self.keep_layers.split(",")),
+                f"keep_layers must be comma-separated layer indices, e.g. 0,10,20; got {self.keep_layers!r}")
         require(self.batch_size % self.micro_batch_size == 0,
                 f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size "
                 f"({self.micro_batch_size})")
         require(finite_positive(self.lr), f"lr must be a finite number > 0; got {self.lr}")
         require(self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine; got {self.schedule}")
         require(self.grad_clip > 0, "grad_clip must be > 0")
+
+    def layer_list(self) -> list[int] | None:
+        return None if self.keep_layers is None else [int(x) for x in self.keep_layers.split(",")]

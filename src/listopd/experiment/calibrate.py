@@ -36,7 +36,7 @@ import numpy as np
 
 from listopd.core import theory
 from listopd.core.fixed_points import FULL_VOCAB_LAMBDAS, full_vocab_keep
-from listopd.task.roles import VocabularyText, walk_output
+from listopd.task.roles import VocabularyText, role_keys, walk_output
 from listopd.train.role_mass import next_token_probs
 from listopd.train.cliff import CALIBRATION_VERSION  # the version of calibration.json, which train/cliff.py reads
 
@@ -67,9 +67,8 @@ class Calibration:
         """Per role: n, p and b (1 − mean tail), λ*(p,b,c), λ*(p,c)."""
         groups = defaultdict(list)
         for pos in positions if positions is not None else self.positions:
-            groups[pos.role].append(pos)
-            if pos.id_rank is not None:
-                groups[f"id_{pos.id_rank}"].append(pos)
+            for key in role_keys(pos.role, pos.id_rank):
+                groups[key].append(pos)
         table = {}
         for role, items in groups.items():
             p = 1.0 - float(np.mean([1.0 - x.p for x in items]))
@@ -114,9 +113,8 @@ class Calibration:
         out = self._predicted_parse("keep_fv")
         groups = defaultdict(list)
         for pos in self.positions:
-            groups[pos.role].append(pos.keep_fv)
-            if pos.id_rank is not None:
-                groups[f"id_{pos.id_rank}"].append(pos.keep_fv)
+            for key in role_keys(pos.role, pos.id_rank):
+                groups[key].append(pos.keep_fv)
         out["role_tail"] = {r: (1.0 - np.mean(v, axis=0)).tolist() for r, v in sorted(groups.items())}
         out["contract_aware"] = self._predicted_parse("keep_fv_aware")
         return out

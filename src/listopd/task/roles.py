@@ -47,6 +47,11 @@ def token_role(span: list[tuple[str, int | None]]) -> tuple[str, int | None]:
     return "+".join(seen), rank
 
 
+def role_keys(role: str, id_rank: int | None) -> tuple[str, ...]:
+    """The groups a position counts in: its role, and at an id position also its slot `id_<rank>`."""
+    return (role,) if id_rank is None else (role, f"id_{id_rank}")
+
+
 @dataclass
 class VocabularyText:
     """Each token id's decoded text, and whether it can ever be part of a contract-valid output."""

@@ -75,6 +75,11 @@ def load_trainable_weights(model, weights: dict[str, torch.Tensor]) -> None:
             params[name].copy_(value)
 
 
+def checkpoint_folder(run_dir: str | Path, step: int) -> Path:
+    """RUN/checkpoints/step-NNNNNNN."""
+    return Path(run_dir) / "checkpoints" / f"step-{step:07d}"
+
+
 def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.Tensor], optimizer_state: dict,
                     rng: dict, trainer_state: dict, keep: int = 2, identity: dict | None = None,
                     protect: int | None = None) -> Path:
@@ -82,7 +87,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
     from safetensors.torch import save_file
 
     root = Path(run_dir) / "checkpoints"
-    final = root / f"step-{step:07d}"
+    final = checkpoint_folder(run_dir, step)
     tmp = root / f".tmp-step-{step:07d}"
     with refused_write(tmp, f"checkpoint {final}", note="; the previous checkpoint is intact"):
         root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +108,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
         os.replace(tmp, final)
         _fsync_directory(str(root))
     for old in sorted(root.glob("step-*"))[:-keep]:
-        if protect is None or old.name != f"step-{protect:07d}":
+        if protect is None or old != checkpoint_folder(run_dir, protect):
             shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -150,17 +155,12 @@ def save_training_state(run_dir: str | Path, step: int, model, optimizer, schedu
                            rng=rng, trainer_state=trainer_state, identity=identity, protect=protect)
 
 
-def newest_step_at_or_before(run_dir: str | Path, step: int) -> int | None:
-    """The step of the newest checkpoint folder of a step ≤ `step` (by name, not verified), or None."""
-    steps = [int(p.name[5:]) for p in (Path(run_dir) / "checkpoints").glob("step-*") if int(p.name[5:]) <= step]
-    return max(steps) if steps else None
-
-
-def checkpoint_at_or_before(run_dir: str | Path, step: int) -> Path | None:
-    """The newest intact checkpoint folder of a step ≤ `step`, or None."""
+def step_at_or_before(run_dir: str | Path, step: int, *, verified: bool = True) -> int | None:
+    """The step of the newest checkpoint of a step ≤ `step` (intact, unless verified=False: by folder name
+    only, without hashing its files), or None."""
     for folder in sorted((Path(run_dir) / "checkpoints").glob("step-*"), reverse=True):
-        if int(folder.name[5:]) <= step and verify(folder) is not None:
-            return folder
+        if int(folder.name[5:]) <= step and (not verified or verify(folder) is not None):
+            return int(folder.name[5:])
     return None
 
 

@@ -37,7 +37,6 @@ from tqdm import tqdm
 
 from listopd.core.loss import listopd_expected_loss, listopd_loss
 from listopd.task.contract import RankingContract
-from listopd.task.prompts import encode_prompt
 from listopd.task.tasks import read_tasks
 from listopd.train import checkpoint as ckpt
 from listopd.train.cliff import ParseRateGuard, cliff_check
@@ -142,7 +141,6 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     check_same_vocabulary(tokenizer, load_tokenizer(cfg.teacher), load_tokenizer(base_path) if cfg.base else None)
     tasks = read_tasks(cfg.tasks)
     val = read_tasks(cfg.val_tasks)[:cfg.eval_tasks] if cfg.val_tasks else []
-    prompts = [encode_prompt(t, tokenizer) for t in tasks]
     contracts = [RankingContract.for_task(t) for t in tasks]
     student = load_model(cfg.student)
     frozen_dtype = torch.bfloat16 if cfg.bf16 else None  # frozen scorers need no float32 master weights
@@ -153,7 +151,7 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
         if model is not None:
             check_model_vocabulary(model, tokenizer, name=name)
     models = (student, scorers.teacher, scorers.base)
-    check_prompts_fit(models, tokenizer, tasks, source=cfg.tasks, room=cfg.max_new_tokens)
+    prompts = check_prompts_fit(models, tokenizer, tasks, source=cfg.tasks, room=cfg.max_new_tokens)
     check_prompts_fit(models, tokenizer, val, source=cfg.val_tasks, room=cfg.max_new_tokens)
     probe = RoleProbe(tokenizer, val[:cfg.role_probe_tasks], width=model_vocab_size(student)) \
         if cfg.role_probe_tasks and val else None
@@ -181,7 +179,7 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
             if run.world > 1 else None
         best = guard.best_step  # keep the checkpoint the guard would fall back to
         run.save(step, rng={**ckpt.rng_state(generator), "generators": states}, trainer_state={"guard": guard.state},
-                 protect=None if best is None else ckpt.newest_step_at_or_before(run.run_dir, best))
+                 protect=None if best is None else ckpt.step_at_or_before(run.run_dir, best, verified=False))
 
     # train
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"opd λ={cfg.reward_scale:g}",

@@ -17,7 +17,7 @@ import torch
 
 from listopd.task.contract import RankingContract
 from listopd.task.prompts import encode_prompt, target_text
-from listopd.task.roles import VocabularyText, walk_output
+from listopd.task.roles import VocabularyText, role_keys, walk_output
 
 
 def next_token_probs(model, prompt_ids: list[int], output_ids: list[int], *, log: bool = False) -> np.ndarray:
@@ -49,8 +49,7 @@ class RoleProbe:
             probs = next_token_probs(model, prompt, out_ids)
             for t, (mask, role, rank) in enumerate(steps):
                 tail = 1.0 - float(probs[t, :len(mask)][mask].sum())
-                tails[role].append(tail)
-                if rank is not None:
-                    tails[f"id_{rank}"].append(tail)
+                for key in role_keys(role, rank):
+                    tails[key].append(tail)
         model.train(was_training)
         return {f"keep/{role}": 1.0 - float(np.mean(v)) for role, v in sorted(tails.items())}

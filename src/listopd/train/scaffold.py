@@ -90,13 +90,13 @@ class TrainingRun:
     def restore_weights(self, at_or_before: int) -> int | None:
         """Load the trainable weights of the newest checkpoint of a step ≤ `at_or_before` into the model (every
         rank); returns that step, or None when there is no such checkpoint (the model is left as it is)."""
-        folder = ckpt.checkpoint_at_or_before(self.run_dir, at_or_before)
-        if folder is None:
+        step = ckpt.step_at_or_before(self.run_dir, at_or_before)
+        if step is None:
             return None
-        weights, _, _ = ckpt.load_checkpoint(folder)
+        weights, _, _ = ckpt.load_checkpoint(ckpt.checkpoint_folder(self.run_dir, step))
         ckpt.load_trainable_weights(self.unwrapped, weights)
         self.accelerator.wait_for_everyone()
-        return int(folder.name[5:])
+        return step
 
     def validate(self, tokenizer, tasks, *, max_new_tokens: int, temperature: float = 0.0) -> dict:
         """The headline validation numbers on `tasks` ({} without validation tasks)."""

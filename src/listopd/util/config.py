@@ -164,10 +164,9 @@ def config_from_dict(cls, data: dict, source: str = "config"):
         raise ListopdError(f"{source}: unknown option(s) {', '.join(map(repr, unknown))}; "
                            f"known: {', '.join(types_)}")
     values = {k: _coerce(v, *types_[k], where=f"{source}: option '{k}'") for k, v in data.items()}
-    minimum = field_minimum(cls)
-    for k, v in values.items():
-        if types_[k][0] is int and v is not None and minimum[k] is not None and v < minimum[k]:
-            raise ListopdError(f"{source}: option '{k}' must be ≥ {minimum[k]}; got {v}")
+    low = _below_minimum(cls, values)
+    if low:
+        raise ListopdError(f"{source}: option '{low[0]}' must be ≥ {low[1]}; got {low[2]}")
     missing = [f.name for f in dataclasses.fields(cls)
                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                and f.name not in values]
@@ -199,12 +198,20 @@ def config_to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
+def _below_minimum(cls, values: dict) -> tuple[str, int, int] | None:
+    """(name, at_least, value) of the first integer in `values` below its field's `at_least`, or None."""
+    minimum = field_minimum(cls)
+    for name, value in values.items():
+        if minimum.get(name) is not None and isinstance(value, int) and value < minimum[name]:
+            return name, minimum[name], value
+    return None
+
+
 def check_at_least(config) -> None:
     """Refuse any integer field of `config` below its `at_least` (each config's validate() starts here)."""
-    for name, minimum in field_minimum(type(config)).items():
-        value = getattr(config, name)
-        if minimum is not None and isinstance(value, int) and value < minimum:
-            raise ListopdError(f"invalid config: {name} must be ≥ {minimum}; got {value}")
+    low = _below_minimum(type(config), dataclasses.asdict(config))
+    if low:
+        raise ListopdError(f"invalid config: {low[0]} must be ≥ {low[1]}; got {low[2]}")
 
 
 def require(ok: bool, message: str) -> None:

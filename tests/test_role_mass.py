@@ -69,3 +69,9 @@ def test_full_vocabulary_fixed_point_in_the_calibration(world):
     assert lo <= fv["predicted_parse"][one] <= hi
     assert fv["peak_lambda"] >= 1 and fv["n_outputs"] == 3
     assert set(fv["role_tail"]) >= {"quote", "eos"}
+    # the teacher_ratio rest point: the teacher at λ = 1 and the warm start at λ = 0, like q_λ
+    capped = fv["teacher_ratio_capped"]
+    assert capped["c"] == 5.0
+    assert capped["predicted_parse"][one] == pytest.approx(fv["predicted_parse"][one], rel=1e-9)
+    for pos in cal.positions:
+        assert pos.keep_fv_capped[zero] == pytest.approx(pos.b, rel=1e-6)

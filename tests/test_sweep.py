@@ -6,6 +6,7 @@ Real training here: 4 + 1 runs of 2 OPD steps on tiny models (~1.5 s each), plus
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from pathlib import Path
@@ -274,3 +275,30 @@ def test_rerun_with_a_calibration_file_skips_and_resumes(world, tmp_path, capsys
     (sweep.run_dir(sweep.runs[0]) / "config.json").write_text(json.dumps(old_layout))
     sweep.result_path(sweep.runs[0]).unlink()  # and the run has to be looked at again
     assert main(["sweep", path, "--quiet"]) == 0
+
+
+def test_a_sweep_shares_its_frozen_models_and_a_run_trains_as_it_would_alone(world, tmp_path, capsys):
+    """The sweep's FrozenPool: the second run (same teacher, base and tasks) finds every prompt already cached,
+    and trains to the same bits as the same run started on its own (a cached prompt scores as a new one)."""
+    from listopd.task.tasks import write_tasks
+
+    write_tasks(tmp_path / "four.jsonl", world.train_tasks[:4])  # one batch: every step the same prompts
+    base = {**tiny_base(world), "tasks": str(tmp_path / "four.jsonl")}
+    path = write_sweep(tmp_path, base, {"reward_scale": [1.5, 2.0], "seed": 0, "steps": 3})
+    assert main(["sweep", path, "--quiet"]) == 0
+    capsys.readouterr()
+    sweep = load_sweep(path)
+    first, second = (json.loads(sweep.result_path(r).read_text())["summary"] for r in sweep.runs)
+    assert first["prompt_cache"]["teacher"] == {"prompts": 4, "mib": first["prompt_cache"]["teacher"]["mib"],
+                                                "hits": 8, "misses": 4}
+    assert second["prompt_cache"]["teacher"]["misses"] == 0 and second["prompt_cache"]["base"]["misses"] == 0
+    assert second["prompt_cache"]["teacher"]["hits"] == 12
+
+    from listopd.train.opd import run_opd
+
+    alone = run_opd(dataclasses.replace(sweep.runs[1].config, out=str(tmp_path / "alone")), quiet=True)
+    assert alone["prompt_cache"]["teacher"]["misses"] == 4
+    sweep_metrics = read_metrics(tmp_path / "out" / "runs" / sweep.runs[1].name)
+    alone_metrics = read_metrics(tmp_path / "alone")
+    keys = ("loss", "grad_norm", "teacher_kl_k3", "rollout_parse_rate")
+    assert [[r.get(k) for k in keys] for r in sweep_metrics] == [[r.get(k) for k in keys] for r in alone_metrics]

@@ -71,6 +71,11 @@ def run(args) -> int:
         onset = "none on the grid" if fv["onset_lambda"] is None else f"{fv['onset_lambda']:g}"
         print(f"full-vocabulary fixed point, predicted parse rate Π_t keep_t(λ) (λ 0: warm start, 1: teacher):"
               f"\n  {rates}\n  peaks at λ = {fv['peak_lambda']:g}; falls below the teacher's at λ = {onset}")
+        capped = fv.get("teacher_ratio_capped")
+        if capped:
+            rates = "  ".join(f"{lam:g}: {r:.3f}" for lam, r in zip(capped["lambdas"], capped["predicted_parse"]))
+            print(f"  under the teacher_ratio cap at c = {capped['c']:g} (the rest point with the most tail left):"
+                  f"\n  {rates}")
     fails = ", ".join(f"{k}: {v}" for k, v in summary["failure_roles"].items())
     print(f"warm start's own greedy outputs: {fails}")
     print(f"{summary['n_tasks']} tasks, {summary['n_positions']} positions, {summary['seconds']} s")

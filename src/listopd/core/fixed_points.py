@@ -88,3 +88,61 @@ def full_vocab_keep(log_pt: np.ndarray, log_pb: np.ndarray, keep: np.ndarray,
     total = np.logaddexp.reduce(logits, axis=1)
     kept = np.logaddexp.reduce(np.where(keep[None, :], logits, -np.inf), axis=1)
     return np.exp(kept - total)
+
+
+def capped_full_vocab_keep(log_pt: np.ndarray, log_pb: np.ndarray, keep: np.ndarray, c: float,
+                           lambdas=FULL_VOCAB_LAMBDAS) -> np.ndarray:
+    """[len(lambdas)] contract-keeping mass of the rest point of the expected update under the teacher_ratio
+    cap (the teacher log-ratio capped above at log c), over the whole vocabulary at one position.
+
+    How it is computed (docs/method.md#the-fixed-point-each-mode-implies). With one step per rollout the
+    expected gradient on token y's logit is q(y)·(A(y) − Ā), so at rest every token alive shares one advantage
+    κ, and a token's mass is stable where its A falls as its own log-mass ℓ grows. Per token, with t, b its
+    teacher and base log-probs and L = log c: A(ℓ) = λ·min(t − ℓ, L) + (1 − λ)·(b − ℓ). Uncapped (ℓ ≥ t − L) A falls
+    with slope −1 and A = κ gives q_λ's ℓ = λt + (1−λ)b − κ. Capped (ℓ < t − L: the student below 1/c of the
+    teacher) A = λL + (λ−1)(ℓ − b): for λ > 1 it *rises* with ℓ, so a token that comes to rest there is pushed
+    to 0. Hence for λ > 1 the rest point is q_λ restricted to the tokens that stay uncapped, q(y) ≥ π_T(y)/c,
+    renormalised; a token stays iff (λ−1)(t − b) ≥ κ − L, and with the tokens sorted by t − b (descending) the
+    survivors are the longest prefix where that holds for κ = logsumexp of λt + (1−λ)b over the prefix
+    (the left side falls and κ grows along the order, so the prefix is found in one pass). This is the stable
+    rest point with the most survivors: an upper bound on the tail a converged run keeps under this cap. The
+    logit-space flow from the warm start (q = π_B) can end at one with fewer — on a 12-token example at λ = 2
+    the modal tokens' growth pushed every tail token under the cap in transit, where it died (keeping mass 1.0
+    against this bound's 0.996; tests/test_fixed_points.py) — so read it as "how much tail the cap lets live".
+    λ = 1 gives the teacher; for λ < 1 the capped branch falls too (slope −(1−λ)), so the rest point is unique:
+    every token lives, at ℓ = b − (κ − λL)/(1−λ) where capped, κ by bisection."""
+    out = []
+    for lam in lambdas:
+        ell = capped_rest_point(log_pt, log_pb, c, float(lam))
+        out.append(float(np.exp(np.logaddexp.reduce(np.where(keep, ell, -np.inf)))))
+    return np.array(out)
+
+
+def capped_rest_point(log_pt: np.ndarray, log_pb: np.ndarray, c: float, lam: float) -> np.ndarray:
+    """[V] log q of the teacher_ratio rest point of capped_full_vocab_keep (−inf: a token that died)."""
+    log_c = math.log(c)
+    w = lam * log_pt + (1.0 - lam) * log_pb  # log q_λ up to its normaliser
+    if lam > 1.0:
+        order = np.argsort(-(log_pt - log_pb), kind="stable")
+        kappa = np.logaddexp.accumulate(w[order])
+        alive = (lam - 1.0) * (log_pt - log_pb)[order] - kappa + log_c >= 0  # a prefix (its first entry always)
+        n = int(np.count_nonzero(alive))
+        ell = np.full_like(w, -np.inf)
+        ell[order[:n]] = w[order[:n]] - kappa[n - 1]
+        return ell
+    if lam == 1.0:
+        return log_pt - np.logaddexp.reduce(log_pt)
+
+    def log_mass(kappa: float) -> np.ndarray:
+        uncapped = w - kappa
+        return np.where(uncapped >= log_pt - log_c, uncapped, log_pb - (kappa - lam * log_c) / (1.0 - lam))
+
+    lo, hi = -100.0, 100.0  # Σ exp(log_mass) falls as κ grows: bisect for Σ = 1
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if np.logaddexp.reduce(log_mass(mid)) > 0:
+            lo = mid
+        else:
+            hi = mid
+    ell = log_mass(0.5 * (lo + hi))
+    return ell - np.logaddexp.reduce(ell)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from listopd.core import theory
-from listopd.core.fixed_points import FULL_VOCAB_LAMBDAS, full_vocab_keep
+from listopd.core.fixed_points import FULL_VOCAB_LAMBDAS, capped_full_vocab_keep, full_vocab_keep
 from listopd.task.roles import VocabularyText, role_keys, walk_output
 from listopd.train.role_mass import next_token_probs
 from listopd.train.cliff import CALIBRATION_VERSION  # the version of calibration.json, which train/cliff.py reads
@@ -53,6 +53,7 @@ class Position:
     b: float
     keep_fv: np.ndarray | None = None  # keeping mass of the full-vocabulary q_λ over FULL_VOCAB_LAMBDAS
     keep_fv_aware: np.ndarray | None = None  # the same for contract-aware extrapolation's fixed point
+    keep_fv_capped: np.ndarray | None = None  # the same for the teacher_ratio rest point at c (an upper bound)
 
 
 @dataclass
@@ -107,7 +108,9 @@ class Calibration:
         output per task (the reference where walked, else the teacher's), its mean over tasks with a bootstrap
         interval, the λ ≥ 1 where it peaks and the first grid λ above the peak where it falls below its value at
         λ = 1 (the teacher's own): a second predicted onset, beside λ*(p, b, c). The same for the fixed point of
-        contract-aware extrapolation under `contract_aware`."""
+        contract-aware extrapolation under `contract_aware`, and for the rest point under the teacher_ratio cap at
+        c under `teacher_ratio_capped` (core/fixed_points.capped_full_vocab_keep: the rest point with the most
+        surviving tail tokens, so its tail is an upper bound on what the cap lets live)."""
         if not self.positions or self.positions[0].keep_fv is None:
             return None
         out = self._predicted_parse("keep_fv")
@@ -117,6 +120,8 @@ class Calibration:
                 groups[key].append(pos.keep_fv)
         out["role_tail"] = {r: (1.0 - np.mean(v, axis=0)).tolist() for r, v in sorted(groups.items())}
         out["contract_aware"] = self._predicted_parse("keep_fv_aware")
+        if self.positions[0].keep_fv_capped is not None:
+            out["teacher_ratio_capped"] = {"c": self.c, **self._predicted_parse("keep_fv_capped")}
         return out
 
     def _predicted_parse(self, attr: str) -> dict:
@@ -199,7 +204,8 @@ def calibrate(teacher, warm_start, tokenizer, tasks, *, c: float, sources=("refe
                                           float(pt[t, :n][mask].sum()), float(pb[t, :n][mask].sum()),
                                           full_vocab_keep(log_pt[t, :n], log_pb[t, :n], mask),
                                           full_vocab_keep(log_pt[t, :n], log_pb[t, :n], mask,
-                                                          contract_aware=True)))
+                                                          contract_aware=True),
+                                          capped_full_vocab_keep(log_pt[t, :n], log_pb[t, :n], mask, c)))
         if warm_outputs is not None:
             failures[failure_role(contract, warm_outputs[task.id])] += 1
         if progress is not None:

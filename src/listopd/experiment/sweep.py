@@ -392,8 +392,9 @@ def check_lock(sweep: Sweep) -> str | None:
     return None
 
 
-def run_one(sweep: Sweep, run: Run, *, quiet: bool = True) -> dict:
-    """Train (or resume) one run and write its result file; returns the result record."""
+def run_one(sweep: Sweep, run: Run, *, quiet: bool = True, pool=None) -> dict:
+    """Train (or resume) one run and write its result file; returns the result record. `pool`: the frozen
+    models shared by the sweep's runs (train/frozen_pool.py)."""
     from listopd.util.io import atomic_write_json
     from listopd.train.opd import run_opd
 
@@ -404,7 +405,7 @@ def run_one(sweep: Sweep, run: Run, *, quiet: bool = True) -> dict:
     if first is None:
         first = {"name": run.name, "started_at": utc_now(), "sweep_config_hash": sweep.config_hash}
         atomic_write_json(marker, first)
-    summary = run_opd(run.config, quiet=quiet)
+    summary = run_opd(run.config, quiet=quiet, pool=pool)
     record = result_record(sweep, run, summary, first["started_at"], utc_now())
     atomic_write_json(sweep.result_path(run), record)
     return record
@@ -429,6 +430,7 @@ def run_sweep(sweep: Sweep, *, only: str | None = None, quiet: bool = True, echo
             todo_steps[run.name] = run.steps - step
     n, t_start, steps_done = len(chosen), time.time(), 0
     done, failed = [], {}
+    pool = _frozen_pool() if todo_steps else None  # teacher, base and their prompt caches, loaded once
     for i, run in enumerate(chosen, 1):
         if run.name not in todo_steps:
             echo(f"[{i}/{n}] {run.name}  skipped (result exists)")
@@ -436,7 +438,7 @@ def run_sweep(sweep: Sweep, *, only: str | None = None, quiet: bool = True, echo
             continue
         t0 = time.time()
         try:
-            record = run_one(sweep, run, quiet=quiet)
+            record = run_one(sweep, run, quiet=quiet, pool=pool)
         except ListopdError as e:
             failed[run.name] = str(e)
             echo(f"[{i}/{n}] {run.name}  FAILED: {e}")
@@ -450,6 +452,12 @@ def run_sweep(sweep: Sweep, *, only: str | None = None, quiet: bool = True, echo
              f"val strict parse {rate if rate is None else f'{rate:.3f}'}  ETA {_fmt_duration(eta)}")
         done.append(run.name)
     return {"done": done, "failed": failed}
+
+
+def _frozen_pool():
+    from listopd.train.frozen_pool import FrozenPool
+
+    return FrozenPool()
 
 
 # -------------------------------------------------------------------------------------------- dry run

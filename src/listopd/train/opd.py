@@ -42,12 +42,14 @@ from listopd.train import checkpoint as ckpt
 from listopd.train.cliff import ParseRateGuard, cliff_check
 from listopd.train.data_order import batch_indices, shard
 from listopd.train.evaluation import check_prompts_fit, decode_completions
-from listopd.train.models import (apply_lora, check_model_vocabulary, check_same_vocabulary, load_frozen, load_model,
+from listopd.train.models import (apply_lora, check_model_vocabulary, check_same_vocabulary, load_model,
                                   load_tokenizer, model_vocab_size)
 from listopd.train.opd_config import OPDConfig
 from listopd.train.opd_stats import accumulate, step_record
 from listopd.train.optim import lr_factor, make_optimizer
 from listopd.train.keeping import KeepingMasks
+from listopd.train.frozen_pool import FrozenPool
+from listopd.train.prompt_cache import PromptCache
 from listopd.train.role_mass import RoleProbe
 from listopd.train.rollout import completion_logprob_table, completion_logprobs, sample, warn_if_truncated_sampling
 from listopd.train.scaffold import TrainingRun, check_finite
@@ -55,11 +57,36 @@ from listopd.train.scaffold import TrainingRun, check_finite
 
 @dataclass
 class Scorers:
-    """The frozen models a ListOPD step scores its rollouts under (base None at λ = 1: π_B cancels), and the
-    contract-keeping masks when extrapolation is contract-aware."""
+    """The frozen models a ListOPD step scores its rollouts under (base None at λ = 1: π_B cancels), their
+    prompt KV caches (None: whole-sequence forwards), and the contract-keeping masks when extrapolation is
+    contract-aware."""
     teacher: torch.nn.Module
     base: torch.nn.Module | None
     keeping: KeepingMasks | None = None
+    teacher_cache: PromptCache | None = None
+    base_cache: PromptCache | None = None
+
+    @classmethod
+    def build(cls, cfg: OPDConfig, run: TrainingRun, pool: FrozenPool, keeping: KeepingMasks | None) -> "Scorers":
+        dtype = torch.bfloat16 if cfg.bf16 else None  # frozen scorers need no float32 master weights
+        teacher = pool.model(cfg.teacher, dtype, run.device)
+        base = pool.model(cfg.base or cfg.student, dtype, run.device) if cfg.reward_scale != 1.0 else None
+        scorers = cls(teacher, base, keeping, pool.cache(teacher, cfg.prompt_cache_mb),
+                      pool.cache(base, cfg.prompt_cache_mb))
+        scorers._cache_start = {name: c.stats() for name, c in scorers._caches()}
+        return scorers
+
+    def _caches(self):
+        return [(name, c) for name, c in (("teacher", self.teacher_cache), ("base", self.base_cache)) if c]
+
+    def cache_stats(self) -> dict:
+        """Per cache: prompts and MiB held, and this run's hits and misses (a shared cache counts all runs')."""
+        out = {}
+        for name, c in self._caches():
+            now, start = c.stats(), getattr(self, "_cache_start", {}).get(name, {})
+            out[name] = {**now, "hits": now["hits"] - start.get("hits", 0),
+                         "misses": now["misses"] - start.get("misses", 0)}
+        return out
 
 
 def listopd_step(cfg: OPDConfig, run: TrainingRun, scorers: Scorers, prompts: list[list[int]], step: int,
@@ -74,8 +101,8 @@ def listopd_step(cfg: OPDConfig, run: TrainingRun, scorers: Scorers, prompts: li
     micro = [rollout.rows(slice(i, i + cfg.micro_batch_size)) for i in range(0, len(prompts), cfg.micro_batch_size)]
     # 2. score: teacher and base (sampled tokens, or whole log-prob tables for the expected estimator), π_old
     frozen_scorer = completion_logprob_table if cfg.estimator == "expected" else completion_logprobs
-    lp_teacher = [_score(run, scorers.teacher, m, frozen_scorer) for m in micro]
-    lp_base = [_score(run, scorers.base, m, frozen_scorer) if scorers.base is not None
+    lp_teacher = [_score(run, scorers.teacher, m, frozen_scorer, scorers.teacher_cache) for m in micro]
+    lp_base = [_score(run, scorers.base, m, frozen_scorer, scorers.base_cache) if scorers.base is not None
                else torch.zeros_like(lp_teacher[j]) for j, m in enumerate(micro)]
     lp_old = [_score(run, run.unwrapped, m) for m in micro] if cfg.ppo_epochs > 1 else None
     keep = [scorers.keeping(contracts[i:i + cfg.micro_batch_size], m.completion_ids, m.completion_mask,
@@ -105,9 +132,9 @@ def listopd_step(cfg: OPDConfig, run: TrainingRun, scorers: Scorers, prompts: li
     return rollout, stats_sum, entropy_sum, grad_norm
 
 
-def _score(run: TrainingRun, model, rollout, scorer=completion_logprobs):
+def _score(run: TrainingRun, model, rollout, scorer=completion_logprobs, prompt_cache=None):
     with torch.no_grad(), run.accelerator.autocast():
-        return scorer(model, rollout)
+        return scorer(model, rollout, prompt_cache=prompt_cache)
 
 
 def _micro_batch_loss(cfg: OPDConfig, run: TrainingRun, m, lp_teacher, lp_base, lp_old, normaliser: float,
@@ -129,24 +156,22 @@ def _micro_batch_loss(cfg: OPDConfig, run: TrainingRun, m, lp_teacher, lp_base, 
                         **loss_args), entropy
 
 
-def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
-    """Train a ListOPD run into cfg.out (resuming its last checkpoint); returns its summary."""
+def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = None) -> dict:
+    """Train a ListOPD run into cfg.out (resuming its last checkpoint); returns its summary. `pool`: frozen
+    models (and prompt caches) shared with other runs of this process (a sweep's)."""
     # setup
     cfg.validate()  # a config built in Python has not been through load_config
     cliff = cliff_check(cfg)
     warn_if_truncated_sampling(cfg.temperature, cfg.top_p, cfg.top_k)
     run = TrainingRun(cfg.out, seed=cfg.seed, threads=cfg.threads, bf16=cfg.bf16, batch_size=cfg.batch_size)
     tokenizer = load_tokenizer(cfg.student)
-    base_path = cfg.base or cfg.student
-    check_same_vocabulary(tokenizer, load_tokenizer(cfg.teacher), load_tokenizer(base_path) if cfg.base else None)
+    check_same_vocabulary(tokenizer, load_tokenizer(cfg.teacher), load_tokenizer(cfg.base) if cfg.base else None)
     tasks = read_tasks(cfg.tasks)
     val = read_tasks(cfg.val_tasks)[:cfg.eval_tasks] if cfg.val_tasks else []
     contracts = [RankingContract.for_task(t) for t in tasks]
     student = load_model(cfg.student)
-    frozen_dtype = torch.bfloat16 if cfg.bf16 else None  # frozen scorers need no float32 master weights
-    scorers = Scorers(teacher=load_frozen(cfg.teacher, frozen_dtype).to(run.device),
-                      base=load_frozen(base_path, frozen_dtype).to(run.device) if cfg.reward_scale != 1.0 else None,
-                      keeping=KeepingMasks(tokenizer, model_vocab_size(student)) if cfg.contract_aware else None)
+    scorers = Scorers.build(cfg, run, pool or FrozenPool(),
+                            keeping=KeepingMasks(tokenizer, model_vocab_size(student)) if cfg.contract_aware else None)
     for name, model in (("student", student), ("teacher", scorers.teacher), ("base", scorers.base)):
         if model is not None:
             check_model_vocabulary(model, tokenizer, name=name)
@@ -219,7 +244,8 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False) -> dict:
     restored = {"final_from_step": run.restore_weights(guard.best_step)} if stopped else {}
     final = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens, temperature=cfg.eval_temperature)
     final.update(probe.measure(run.unwrapped) if probe else {})
-    summary = run.finish(tokenizer, {"steps": step, "stop_reason": stop_reason, **restored, **cliff, **final})
+    summary = run.finish(tokenizer, {"steps": step, "stop_reason": stop_reason, **restored, **cliff, **final,
+                                        "prompt_cache": scorers.cache_stats()})
     if stopped and not quiet:
         print(stop_reason + (f"; final/ is step {restored['final_from_step']}'s checkpoint"
                              if restored["final_from_step"] is not None else "; no checkpoint before the drop"))

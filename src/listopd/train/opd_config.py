@@ -7,10 +7,9 @@ import math
 from dataclasses import dataclass
 
 from listopd.core.clip import CLIP_MODES, check_loss_args
-
-CLIFF_PREDICTORS = ("closed_form", "full_vocabulary")
 from listopd.util.config import check_at_least, finite_positive, option, require
 
+CLIFF_PREDICTORS = ("closed_form", "full_vocabulary")
 ESTIMATORS = ("sampled", "expected")
 
 
@@ -60,6 +59,10 @@ class OPDConfig:
     lora_r: int = option(0, "LoRA rank (0: full fine-tuning)", at_least=0)
     lora_alpha: int = option(16, "LoRA scaling α (the update is scaled by α / r)", at_least=1)
     threads: int = option(0, "torch CPU threads (0: torch's default)", at_least=0)
+    prompt_cache_mb: int = option(4096, "MiB (per frozen model, held in CPU memory) of prompt keys and values "
+                                        "the teacher and base keep, so that a prompt seen again is scored over "
+                                        "its completion only (0: whole-sequence forwards every step)",
+                                  at_least=0)
     cliff_p: float | None = option(None, "teacher modal mass p for the cliff guard")
     cliff_b: float | None = option(None, "warm-start modal mass b")
     calibration: str | None = option(None, "calibration.json (version 1, top-level p and b) instead of "

@@ -205,15 +205,16 @@ def completion_logits(model, rollout: Rollout) -> torch.Tensor:
     return out.logits[:, -t:].float()
 
 
-def completion_logprobs(model, rollout: Rollout, *, with_entropy: bool = False):
-    """Log-probs [B, T] of the completion tokens under `model`, teacher-forced in one forward pass.
+def completion_logprobs(model, rollout: Rollout, *, with_entropy: bool = False, prompt_cache=None):
+    """Log-probs [B, T] of the completion tokens under `model`, teacher-forced in one forward pass (over the
+    completion only when a train.prompt_cache.PromptCache of this model is given).
 
     Only the logits of the completion positions are computed (`logits_to_keep`), the log-softmax is never
     materialised ([B, T, V] logits exist for this micro-batch only), and the gather is
     logit[y] − logsumexp(logits). With `with_entropy` also returns the per-token entropy (no grad).
     Gradients flow when the caller has them enabled.
     """
-    logits = completion_logits(model, rollout)
+    logits = prompt_cache.completion_logits(rollout) if prompt_cache is not None else completion_logits(model, rollout)
     t = logits.shape[1]
     targets = rollout.input_ids[:, rollout.prompt_len:rollout.prompt_len + t]
     vocab = logits.shape[-1]
@@ -230,8 +231,10 @@ def completion_logprobs(model, rollout: Rollout, *, with_entropy: bool = False):
     return lp, entropy
 
 
-def completion_logprob_table(model, rollout: Rollout) -> torch.Tensor:
+def completion_logprob_table(model, rollout: Rollout, *, prompt_cache=None) -> torch.Tensor:
     """Log-probs of every vocabulary entry at every completion position, [B, T, V] (the whole
     distribution, where `completion_logprobs` keeps only the sampled token's). Needed by the expected
-    estimator of listopd.core.loss; gradients flow when the caller has them enabled."""
-    return torch.log_softmax(completion_logits(model, rollout), dim=-1)
+    estimator of listopd.core.loss; gradients flow when the caller has them enabled. `prompt_cache` as in
+    completion_logprobs."""
+    logits = prompt_cache.completion_logits(rollout) if prompt_cache is not None else completion_logits(model, rollout)
+    return torch.log_softmax(logits, dim=-1)

@@ -290,3 +290,126 @@ def test_small_clip_rules(tmp_path):
     assert res["status"] == "fail" and "misses" in res["detail"]
     too_early = {**PASSING, (2, 100, 0): 1.1, (2, 100, 1): 1.1}  # (1.05, 1.1]: ends below 1.1223
     assert verdicts(sweep, too_early)["small_clip"]["status"] == "fail"
+
+
+# ------------------------------------------------------------------ round 2: the lr axis, test 4, checks A and B
+
+LR_GRID = [*GRID, {"reward_scale": [1.15, 1.2, 1.225, 1.25, 1.275, 1.3], "seed": [0, 1, 2], "clip_strength": 3,
+                   "steps": 300, "lr": "1e-6"}]  # YAML 1.1 reads 1e-6 as a string: the sweep accepts it
+
+
+def _round2_sweep(tmp_path, **changes):
+    prereg = dict(lr_invariance={"clip": 3, "budget": 100, "lr": 1e-6, "budget_at_lr": 300},
+                  rise_below_onset={"warm_start_rate": 0.5, "source": "sampled validation, 64 tasks"},
+                  ndcg_flat={"tolerance": 0.05})
+    prereg.update(changes)
+    return load_sweep(make_sweep(tmp_path, grid=LR_GRID, **prereg))
+
+
+def _rates(sweep, onsets_base: dict, onsets_lr: dict, below=0.9, above=0.1) -> dict:
+    rates = {}
+    for run in sweep.runs:
+        onsets = onsets_lr if run.lr is not None else onsets_base
+        cliff = onsets.get((run.clip_strength, run.steps, run.seed))
+        rates[run.name] = above if cliff is not None and run.reward_scale >= cliff else below
+    return rates
+
+
+def test_the_lr_axis_names_runs_and_keeps_the_base_series_apart(tmp_path):
+    sweep = _round2_sweep(tmp_path)
+    at_lr = [r for r in sweep.runs if r.lr is not None]
+    assert len(at_lr) == 18 and all(r.name.endswith("_lr1e-06") and r.config.lr == 1e-6 for r in at_lr)
+    assert all(r.point()["lr"] == 1e-6 for r in at_lr)
+    assert all("lr" not in r.point() and r.config.lr == 1e-5 for r in sweep.runs if r.lr is None)
+    lock = build_lock(sweep)
+    # tests 1-3 see only the base learning rate's points
+    assert all("lr" not in p for name in ("fine_grid", "budget_extension", "small_clip")
+               for p in lock["tests"][name]["points"])
+    test4 = lock["tests"]["lr_invariance"]
+    assert len(test4["points"]) == 18 and len(test4["points_at_lr"]) == 18
+    assert "same grid bracket" in test4["prediction"]
+    assert set(lock["checks"]) == {"rise_below_onset", "ndcg_flat"}
+
+
+def test_lr_invariance_passes_on_the_same_bracket_and_fails_on_another(tmp_path):
+    sweep = _round2_sweep(tmp_path)
+    lock = build_lock(sweep)
+    same = {(3, 300, s): PASSING[(3, 100, s)] for s in range(3)}
+    got = {t["name"]: t for t in evaluate_locked(lock, _rates(sweep, PASSING, same))}
+    assert got["lr_invariance"]["status"] == "pass"
+    moved = {(3, 300, s): 1.3 for s in range(3)}  # the onset moved up one bracket at the smaller lr
+    got = {t["name"]: t for t in evaluate_locked(lock, _rates(sweep, PASSING, moved))}
+    assert got["lr_invariance"]["status"] == "fail"
+    assert got["lr_invariance"]["observed"] == {"median_base": 1.25, "median_at_lr": 1.3}
+    # the base series are untouched by the lr runs: test 1 still passes
+    assert got["fine_grid"]["status"] == "pass"
+
+
+def test_observation_checks_read_the_runs_below_the_fine_grid_s_onset(tmp_path):
+    sweep = _round2_sweep(tmp_path)
+    lock = build_lock(sweep)
+    rates = _rates(sweep, PASSING, {})
+    flat = {name: 0.3 for name in rates}
+    got = {t["name"]: t for t in evaluate_locked(lock, rates, flat)}
+    # the lowest seed onset at (3, 100) is 1.25: λ 1.15, 1.2, 1.225 are below it, all at 0.9 > 0.5
+    assert got["rise_below_onset"]["status"] == "pass"
+    assert set(got["rise_below_onset"]["observed"]) == {"1.15", "1.2", "1.225"}
+    assert got["ndcg_flat"]["status"] == "pass"
+    # λ = 1.2 at 0.65: above the onset threshold (0.5) and within the drop rule (0.3) of 0.9, so the onset stays
+    # at 1.25, but not above a warm start measured at 0.7
+    (tmp_path / "b").mkdir()
+    sweep = _round2_sweep(tmp_path / "b", rise_below_onset={"warm_start_rate": 0.7, "source": "x"})
+    lock = build_lock(sweep)
+    low = {**rates, **{r.name: 0.65 for r in sweep.runs if r.reward_scale == 1.2 and r.lr is None
+                       and (r.clip_strength, r.steps) == (3, 100)}}
+    sloped = {**flat, **{r.name: 0.4 for r in sweep.runs if r.reward_scale == 1.225 and r.lr is None}}
+    got = {t["name"]: t for t in evaluate_locked(lock, low, sloped)}
+    assert got["rise_below_onset"]["status"] == "fail" and "1.2" in got["rise_below_onset"]["detail"]
+    assert got["ndcg_flat"]["status"] == "fail" and "0.100" in got["ndcg_flat"]["detail"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lr_invariance": {"clip": 3, "budget": 100, "lr": 1e-7, "budget_at_lr": 300}}, "no runs with .* lr 1e-07"),
+    ({"rise_below_onset": {"warm_start_rate": 0.5}}, "source"),
+    ({"rise_below_onset": {"warm_start_rate": 1.5, "source": "x"}}, "warm_start_rate"),
+    ({"ndcg_flat": {"tolerance": 0}}, "tolerance"),
+    ({"fine_grid": None}, "read the fine grid's onset"),
+])
+def test_round2_sections_are_checked(tmp_path, changes, message):
+    with pytest.raises(ListopdError, match=message):
+        _round2_sweep(tmp_path, **changes)
+
+
+def test_round2_lock_and_check_from_the_command_line(tmp_path, capsys):
+    sweep = _round2_sweep(tmp_path)
+    assert main(["prereg", "lock", sweep.path]) == 0
+    text = capsys.readouterr().out
+    assert "test 4  learning-rate invariance:" in text and "check A" in text and "check B" in text
+    same = {(3, 300, s): PASSING[(3, 100, s)] for s in range(3)}
+    write_results(sweep, _rates(sweep, PASSING, same))
+    main(["prereg", "check", sweep.path])
+    text = capsys.readouterr().out
+    assert "test 4  learning-rate invariance: PASS" in text
+    assert "check A  below the onset the parse rate rises from the warm start: PASS" in text
+    assert "check B  below the onset NDCG@1 parsed is flat across λ: INCOMPLETE" in text  # no NDCG in these results
+    assert "overall: INCOMPLETE" in text
+
+
+def test_full_vocabulary_onset_is_held_to_test_1_s_rule_and_both_roles_are_recorded(tmp_path):
+    cal = json.loads(Path(write_calibration(tmp_path)).read_text())
+    cal.update(failure_roles={"duplicate_id@id_4": 30, "missing_quote@quote": 2},
+               roles={"id_4": {"lambda_star": 1.4}}, full_vocabulary={"onset_lambda": 1.275, "peak_lambda": 1.2})
+    path = make_sweep(tmp_path, full_vocabulary_onset={"clip": 3, "budget": 100})
+    Path(tmp_path / "calibration.json").write_text(json.dumps(cal))
+    sweep = load_sweep(path)
+    lock = build_lock(sweep)
+    assert lock["calibration"]["failure_role"] == "id_4" and lock["calibration"]["failure_role_lambda_star"] == 1.4
+    assert lock["calibration"]["predicting_role"] == "binding_role"
+    assert lock["tests"]["full_vocabulary_onset"]["window"] == [1.275, 1.275]
+    got = {t["name"]: t for t in evaluate_locked(lock, rates_for(sweep, PASSING))}
+    # seeds' union bracket [1.225, 1.275]: contains λ* = 1.2334 (test 1) and the full-vocabulary onset 1.275
+    assert got["fine_grid"]["status"] == "pass" and got["full_vocabulary_onset"]["status"] == "pass"
+    assert "the full-vocabulary onset = 1.275" in got["full_vocabulary_onset"]["detail"]
+    late = {**PASSING, (3, 100, 2): 1.25}  # union bracket [1.225, 1.25]: λ* still in, 1.275 out
+    got = {t["name"]: t for t in evaluate_locked(lock, rates_for(sweep, late))}
+    assert got["fine_grid"]["status"] == "pass" and got["full_vocabulary_onset"]["status"] == "fail"

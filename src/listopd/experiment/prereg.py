@@ -4,7 +4,7 @@
 check SWEEP.yaml` evaluates the locked predictions on the finished runs and writes OUT/prereg_result.json.
 
 The `prereg:` section of the sweep YAML (read and checked by `listopd.experiment.prereg_spec.parse_spec`;
-all three tests are optional, at least one is required):
+the tests are optional, at least one is required; the checks need fine_grid):
 
     prereg:
       calibration: runs/calibration/calibration.json  # `listopd calibrate` output: top-level p and b
@@ -15,6 +15,10 @@ all three tests are optional, at least one is required):
       fine_grid: {clip: 5, budget: 200}                                  # test 1
       budget_extension: {clip: 5, budgets: [200, 800], rule: median}    # test 2 (rule: median | per_seed)
       small_clip: {clip: 2, budget: 200}                                 # test 3
+      lr_invariance: {clip: 5, budget: 300, lr: 1.0e-4, budget_at_lr: 900, rule: median}   # test 4
+      full_vocabulary_onset: {clip: 5, budget: 300}                      # test 5
+      rise_below_onset: {warm_start_rate: 0.20, source: "how it was measured"}  # check A
+      ndcg_flat: {tolerance: 0.1}                                        # check B
 
 Each test selects the grid points with its clip strength c and budget(s) T from the sweep grid (the union of
 its blocks), so each test can have its own λ list and seeds. For one (c, T, seed) the onset and its bracket
@@ -32,6 +36,20 @@ Locked predictions:
       onset up, and it approaches λ* from above as the budget grows.)
   (3) small_clip, at the smaller (c, T): the seeds' union bracket (as in 1) contains λ*(c) within one grid
       step, i.e. it intersects the window [λ* − h, λ* + h].
+  (4) lr_invariance, at c: the grid's runs at learning rate `lr` (a grid block with `lr:`; their points carry
+      it) and budget `budget_at_lr` against the base learning rate's at `budget`, same λ grid, the seeds run
+      at both: with rule "median" the lower median over seeds of the onset is the same grid point at both
+      learning rates ("per_seed": for every seed); no onset on the grid counts as +∞. No λ* in it: the closed
+      form describes a fixed point, which the learning rate cannot move.
+  (5) full_vocabulary_onset, at (c, T): test 1's rule with the calibration's full-vocabulary onset (the first
+      λ past the peak where Π_t keep_t(λ) falls below the teacher's) in place of λ*: the second predictor,
+      tested on the same runs, so that the two can be compared.
+The paper's two observations, as locked checks over the fine grid's λ below the lowest seed's onset (the whole
+grid when no seed has an onset), from seed means per λ:
+  (A) rise_below_onset: the final strict parse rate is above the warm start's (`warm_start_rate`, measured
+      before the lock; `source` says how) at every such λ;
+  (B) ndcg_flat: the final NDCG@1 parsed varies by at most `tolerance` (max − min) across them.
+Tests 1–3 and the checks read the base learning rate's points only.
 In tests 1 and 3 an onset at the lowest grid point (no lower bracket end) fails the test: the grid did not
 resolve that onset. Seeds whose onset is undetermined (a missing result below any onset, --partial only)
 make a test "incomplete".
@@ -79,9 +97,20 @@ def read_calibration(path: str) -> dict:
     data = read_calibration_file(path)
     p, b = data["p"], data["b"]
     data_bytes = Path(path).read_bytes()
+    # the role where the warm start's own outputs fail most ("duplicate_id@id_4" → id_4), recorded beside the
+    # binding (smallest-λ*) role; the binding role's λ* is the one the tests hold to account
+    failures = data.get("failure_roles") or {}
+    worst = max(failures, key=failures.get) if failures else None
+    failure_role = worst.split("@")[-1] if worst and "@" in worst else worst
+    failure_row = (data.get("roles") or {}).get(failure_role) or {}
+    full_vocabulary = data.get("full_vocabulary") or {}
     return {"path": path, "sha256": hashlib.sha256(data_bytes).hexdigest(), "p": float(p), "b": float(b),
             "c": data.get("c"), "lambda_star": data.get("lambda_star"),
-            "lambda_star_ci": data.get("lambda_star_ci"), "binding_role": data.get("binding_role")}
+            "lambda_star_ci": data.get("lambda_star_ci"), "binding_role": data.get("binding_role"),
+            "predicting_role": "binding_role", "failure_role": failure_role, "failure": worst,
+            "failure_role_lambda_star": failure_row.get("lambda_star"),
+            "full_vocabulary_onset": full_vocabulary.get("onset_lambda"),
+            "full_vocabulary_peak": full_vocabulary.get("peak_lambda")}
 
 
 def _lambda_stars(p: float, b: float, c: float) -> dict:
@@ -103,8 +132,9 @@ def existing_runs(out: Path) -> list[Path]:
     return found
 
 
-def _test_points(points, clip, budgets) -> list[dict]:
-    return [p for p in points if p["clip_strength"] == clip and p["steps"] in budgets]
+def _test_points(points, clip, budgets, lr: float | None = None) -> list[dict]:
+    """The grid points at clip c, a budget in `budgets` and learning rate `lr` (None: the base one)."""
+    return [p for p in points if p["clip_strength"] == clip and p["steps"] in budgets and p.get("lr") == lr]
 
 
 def _bracket_test(name: str, test: dict, points: list[dict], lam_star: float, min_seeds: int | None,
@@ -116,11 +146,12 @@ def _bracket_test(name: str, test: dict, points: list[dict], lam_star: float, mi
     seeds = sorted({p["seed"] for p in chosen})
     need = min_seeds or len(seeds)
     h = grid_step(lambdas)
-    if name == "fine_grid":
+    if name in ("fine_grid", "full_vocabulary_onset"):
         window = [lam_star, lam_star]
         reachable = lambdas[0] <= lam_star <= lambdas[-1]
+        what = "the full-vocabulary onset" if name == "full_vocabulary_onset" else "λ*"
         prediction = (f"at c = {clip:g}, T = {budget}: at least {need} of {len(seeds)} seeds show an onset and the "
-                      f"union of their brackets [min λ_(i−1), max λ_i] contains λ* = {lam_star:.6g}")
+                      f"union of their brackets [min λ_(i−1), max λ_i] contains {what} = {lam_star:.6g}")
     else:
         window = [lam_star - h, lam_star + h]
         reachable = window[0] <= lambdas[-1] and window[1] >= lambdas[0]
@@ -155,6 +186,42 @@ def _budget_test(test: dict, points: list[dict], lam_star: float, where: str) ->
             "prediction": prediction, "points": chosen}
 
 
+def _lr_test(test: dict, points: list[dict]) -> dict:
+    """The locked form of test 4 (lr_invariance): no λ* in it — the closed form describes a fixed point, which
+    the learning rate cannot move, so the onset must not move with it either."""
+    clip, budget, lr, budget_at_lr, rule = (test[k] for k in ("clip", "budget", "lr", "budget_at_lr", "rule"))
+    seeds = sorted(set(grid_series(points, clip, budget)) & set(grid_series(points, clip, budget_at_lr, lr)))
+    base = [p for p in _test_points(points, clip, [budget]) if p["seed"] in seeds]
+    other = [p for p in _test_points(points, clip, [budget_at_lr], lr) if p["seed"] in seeds]
+    who = "the lower median over seeds of the onset" if rule == "median" else "every seed's onset"
+    prediction = (f"at c = {clip:g}: {who} at lr = {lr:g}, T = {budget_at_lr} lies in the same grid bracket as at "
+                  f"the base learning rate, T = {budget} (no onset on the grid counts as one bracket above it)")
+    return {"clip": clip, "budget": budget, "lr": lr, "budget_at_lr": budget_at_lr, "rule": rule, "seeds": seeds,
+            "lambdas": sorted({p["reward_scale"] for p in base}), "prediction": prediction, "points": base,
+            "points_at_lr": other}
+
+
+def _observation_checks(spec: PreregSpec, tests: dict) -> dict:
+    """The locked form of the paper's two observations, over the fine grid's λ below its onset: every λ
+    below the lowest seed's onset bracket (all of the grid when no seed has an onset)."""
+    fine = tests["fine_grid"]
+    at = f"at c = {fine['clip']:g}, T = {fine['budget']}, every grid λ below the lowest seed's onset"
+    out = {}
+    if spec.rise_below_onset:
+        rate = spec.rise_below_onset["warm_start_rate"]
+        out["rise_below_onset"] = {
+            **spec.rise_below_onset, "clip": fine["clip"], "budget": fine["budget"], "seeds": fine["seeds"],
+            "prediction": f"{at}: the mean over seeds of the final strict parse rate is above the warm start's "
+                          f"{rate:g} ({spec.rise_below_onset['source']})"}
+    if spec.ndcg_flat:
+        tol = spec.ndcg_flat["tolerance"]
+        out["ndcg_flat"] = {
+            **spec.ndcg_flat, "clip": fine["clip"], "budget": fine["budget"], "seeds": fine["seeds"],
+            "prediction": f"{at}: the mean over seeds of the final NDCG@1 parsed varies by at most {tol:g} "
+                          f"(max − min over those λ)"}
+    return out
+
+
 def build_lock(sweep: Sweep, *, locked_at: str | None = None) -> dict:
     """The content of prereg.json (with its content_sha256)."""
     spec: PreregSpec | None = sweep.prereg
@@ -180,6 +247,17 @@ def build_lock(sweep: Sweep, *, locked_at: str | None = None) -> dict:
         test = getattr(spec, name)
         if test is None:
             continue
+        if name == "lr_invariance":
+            tests[name] = _lr_test(test, points)
+            continue
+        if name == "full_vocabulary_onset":  # issue 19's predictor, held to test 1's rule
+            if cal["full_vocabulary_onset"] is None:
+                raise PreregRefusal(f"{where}: {name}: the calibration has no full-vocabulary onset (none on its "
+                                    f"λ grid, or a calibration from before it was computed)")
+            tests[name] = {**_bracket_test(name, test, points, cal["full_vocabulary_onset"],
+                                           spec.min_seeds_with_onset, f"{where}: {name}"),
+                           "predicts": "the full-vocabulary onset"}
+            continue
         ls = predicted(name, test["clip"])
         tests[name] = (_budget_test(test, points, ls, f"{where}: {name}") if name == "budget_extension" else
                        _bracket_test(name, test, points, ls, spec.min_seeds_with_onset, f"{where}: {name}"))
@@ -193,6 +271,7 @@ def build_lock(sweep: Sweep, *, locked_at: str | None = None) -> dict:
         "grid": points, "seeds": sorted({p["seed"] for p in points}),
         "budgets": sorted({p["steps"] for p in points}), "clips": clips,
         "tests": tests,
+        "checks": _observation_checks(spec, tests) if "fine_grid" in tests else {},
     }
     content = json.loads(json.dumps(content, default=str))  # hash exactly what the file will read back as
     content["content_sha256"] = sha256_of(content)
@@ -286,7 +365,8 @@ def _evaluate_bracket(test: dict, table: dict) -> dict:
     lo, hi = union_bracket(found.values())
     w0, w1 = test["window"]
     ok = lo <= w1 and hi >= w0
-    what = (f"[{lo:g}, {hi:g}] {'contains' if ok else 'does not contain'} λ* = {w0:.6g}" if w0 == w1 else
+    label = test.get("predicts", "λ*")
+    what = (f"[{lo:g}, {hi:g}] {'contains' if ok else 'does not contain'} {label} = {w0:.6g}" if w0 == w1 else
             f"[{lo:g}, {hi:g}] {'intersects' if ok else 'misses'} [{w0:.6g}, {w1:.6g}]")
     return {**out, "status": "pass" if ok else "fail", "observed": [lo, hi], "detail": what}
 
@@ -325,15 +405,89 @@ def _evaluate_budget(test: dict, table: dict) -> dict:
     return {**out, "status": "fail" if bad else "pass", "observed": observed, "failing_seeds": bad, "detail": reason}
 
 
-def evaluate_locked(locked: dict, rates: dict[str, float | None]) -> list[dict]:
-    """Each locked test's verdict from the runs' final strict parse rates (name → rate): a list of
-    {name, status (pass / fail / incomplete), passed (True / False / None), predicted (λ*), window, observed,
-    detail, and the per-seed onsets}."""
+def _evaluate_lr(test: dict, table: dict, table_at_lr: dict) -> dict:
+    """Test 4: the onset at the other learning rate (and its budget) is the base one's (same grid bracket)."""
+    c, t, t_lr = test["clip"], test["budget"], test["budget_at_lr"]
+    base = {s: table[(c, t, s)] for s in test["seeds"]}
+    other = {s: table_at_lr[(c, t_lr, s)] for s in test["seeds"]}
+    out = {"status": None, "rule": test["rule"], "predicted": None, "window": None, "observed": None,
+           "seeds_base": [_onset_row(s, o) for s, o in base.items()],
+           "seeds_at_lr": [_onset_row(s, o) for s, o in other.items()]}
+    if any(not o.complete for o in [*base.values(), *other.values()]):
+        return {**out, "status": "incomplete", "detail": "some seeds' onsets are undetermined (missing results)"}
+    if test["rule"] == "median":
+        m, m_lr = (statistics.median_low([_value(o) for o in d.values()]) for d in (base, other))
+        shown = [None if math.isinf(x) else x for x in (m, m_lr)]
+        return {**out, "status": "pass" if m == m_lr else "fail",
+                "observed": {"median_base": shown[0], "median_at_lr": shown[1]},
+                "detail": f"median onset at the base lr (T = {t}): {shown[0]}, at lr {test['lr']:g} (T = {t_lr}): "
+                          f"{shown[1]}; they must be the same grid point"}
+    bad = [s for s in test["seeds"] if _value(base[s]) != _value(other[s])]
+    return {**out, "status": "fail" if bad else "pass", "failing_seeds": bad,
+            "observed": {str(s): [base[s].lam, other[s].lam] for s in test["seeds"]},
+            "detail": "every seed's onset is the same at both learning rates" if not bad else
+                      f"seed(s) {bad} have another onset at lr {test['lr']:g}"}
+
+
+def _below_onset(fine: dict, table: dict) -> tuple[list[float] | None, str]:
+    """The fine grid's λ below every seed's onset; None when some onset is undetermined."""
+    onsets = [table[(fine["clip"], fine["budget"], s)] for s in fine["seeds"]]
+    if any(not o.complete for o in onsets):
+        return None, "some seeds' onsets are undetermined (missing results)"
+    found = [o.lam for o in onsets if o.lam is not None]
+    lowest = min(found) if found else math.inf
+    return [lam for lam in fine["lambdas"] if lam < lowest], (f"λ < {lowest:g}" if found else "the whole grid")
+
+
+def _evaluate_check(name: str, check: dict, fine: dict, table: dict, rates: dict, ndcg: dict) -> dict:
+    """The paper's two observations over the fine grid's λ below its onset (seed means per λ)."""
+    out = {"status": None, "predicted": None, "window": None, "observed": None}
+    lams, where = _below_onset(fine, table)
+    if lams is None:
+        return {**out, "status": "incomplete", "detail": where}
+    if not lams:
+        return {**out, "status": "fail", "detail": "no grid λ lies below the onset: nothing to observe"}
+    values = rates if name == "rise_below_onset" else ndcg
+    means = {}
+    for lam in lams:
+        got = [values.get(p["name"]) for p in fine["points"] if p["reward_scale"] == lam]
+        if any(v is None for v in got):
+            return {**out, "status": "incomplete", "detail": f"a run at λ = {lam:g} has no final value"}
+        means[lam] = statistics.fmean(got)
+    observed = {f"{lam:g}": round(m, 6) for lam, m in means.items()}
+    if name == "rise_below_onset":
+        floor = check["warm_start_rate"]
+        low = [lam for lam, m in means.items() if m <= floor]
+        return {**out, "status": "fail" if low else "pass", "observed": observed,
+                "detail": f"{where}: seed-mean strict parse rate above the warm start's {floor:g} at every λ"
+                          if not low else f"{where}: at λ = {', '.join(f'{x:g}' for x in low)} it is not above "
+                                          f"the warm start's {floor:g}"}
+    spread = max(means.values()) - min(means.values())
+    return {**out, "status": "pass" if spread <= check["tolerance"] else "fail", "observed": observed,
+            "detail": f"{where}: seed-mean NDCG@1 parsed spans {spread:.3f} (tolerance {check['tolerance']:g})"}
+
+
+def evaluate_locked(locked: dict, rates: dict[str, float | None],
+                    ndcg: dict[str, float | None] | None = None) -> list[dict]:
+    """Each locked test's (and observation check's) verdict from the runs' final strict parse rates
+    (name → rate) and NDCG@1 parsed: a list of {name, status (pass / fail / incomplete), passed (True / False
+    / None), predicted (λ*), window, observed, detail, and the per-seed onsets}."""
     onset = locked["onset"]
     results = []
+
+    def table_of(points):
+        return onset_table(points, rates, onset["threshold"], onset["drop"])
+
     for name, test in locked["tests"].items():
-        table = onset_table(test["points"], rates, onset["threshold"], onset["drop"])
-        verdict = (_evaluate_budget if name == "budget_extension" else _evaluate_bracket)(test, table)
+        table = table_of(test["points"])
+        if name == "lr_invariance":
+            verdict = _evaluate_lr(test, table, table_of(test["points_at_lr"]))
+        else:
+            verdict = (_evaluate_budget if name == "budget_extension" else _evaluate_bracket)(test, table)
+        results.append({"name": name, "passed": {"pass": True, "fail": False}.get(verdict["status"]), **verdict})
+    for name, check_ in (locked.get("checks") or {}).items():
+        fine = locked["tests"]["fine_grid"]
+        verdict = _evaluate_check(name, check_, fine, table_of(fine["points"]), rates, ndcg or {})
         results.append({"name": name, "passed": {"pass": True, "fail": False}.get(verdict["status"]), **verdict})
     return results
 
@@ -345,7 +499,7 @@ def check(sweep: Sweep, *, partial: bool = False) -> dict:
     locked = verify_lock(sweep)
     missing = check_runs(sweep, locked, partial=partial)
     rates = result_rates(sweep.out, locked["grid"])
-    tests = evaluate_locked(locked, rates)
+    tests = evaluate_locked(locked, rates, result_rates(sweep.out, locked["grid"], key=NDCG_KEY))
     statuses = [t["status"] for t in tests]
     overall = "pass" if all(s == "pass" for s in statuses) else ("fail" if "fail" in statuses else "incomplete")
     result = {"checked_at": utc_now(), "locked_at": locked["locked_at"], "prereg_sha256": locked["content_sha256"],
@@ -359,7 +513,11 @@ def check(sweep: Sweep, *, partial: bool = False) -> dict:
 # --------------------------------------------------------------------------------------------- printing
 
 TITLES = {"fine_grid": "test 1  fine grid", "budget_extension": "test 2  budget extension",
-          "small_clip": "test 3  small-clip cross-prediction"}
+          "small_clip": "test 3  small-clip cross-prediction", "lr_invariance": "test 4  learning-rate invariance",
+          "full_vocabulary_onset": "test 5  the full-vocabulary predictor's onset (issue 19)",
+          "rise_below_onset": "check A  below the onset the parse rate rises from the warm start",
+          "ndcg_flat": "check B  below the onset NDCG@1 parsed is flat across λ"}
+NDCG_KEY = "val_ndcg@1_parsed"
 
 
 def format_lock(content: dict) -> str:
@@ -371,7 +529,7 @@ def format_lock(content: dict) -> str:
     for row in content["lambda_star"]:
         pb, neutral = _num(row["lambda_star_pb"]), _num(row["lambda_star_base_neutral"])
         lines.append(f"  {row['c']:>5g}  {pb:>10}  {neutral:>10}")
-    for name, test in content["tests"].items():
+    for name, test in [*content["tests"].items(), *(content.get("checks") or {}).items()]:
         lines.append(f"{TITLES[name]}: {test['prediction']}")
     lines.append(f"{len(content['grid'])} runs, seeds {content['seeds']}, budgets {content['budgets']}")
     return "\n".join(lines)
@@ -396,10 +554,21 @@ def format_check(result: dict) -> str:
              f"onset: {result['onset']['definition']}"]
     for res in result["tests"]:
         name = res["name"]
-        lines.append(f"{TITLES[name]}: {res['status'].upper()}   predicted λ* = {res['predicted']:.6g}")
-        window = ", ".join("∞" if w is None else f"{w:.6g}" for w in res["window"])
-        lines.append(f"  window [{window}]")
-        if name == "budget_extension":
+        if res["predicted"] is None:  # test 4 and the observation checks predict no λ
+            lines.append(f"{TITLES[name]}: {res['status'].upper()}")
+        else:
+            what = "full-vocabulary onset" if name == "full_vocabulary_onset" else "λ*"
+            lines.append(f"{TITLES[name]}: {res['status'].upper()}   predicted {what} = {res['predicted']:.6g}")
+            window = ", ".join("∞" if w is None else f"{w:.6g}" for w in res["window"])
+            lines.append(f"  window [{window}]")
+        if name in ("rise_below_onset", "ndcg_flat"):
+            if res["observed"]:
+                lines.append("  " + "  ".join(f"λ {k}: {v:.3f}" for k, v in res["observed"].items()))
+        elif name == "lr_invariance":
+            for label, rows in (("base lr", res["seeds_base"]), ("other lr", res["seeds_at_lr"])):
+                lines.append(f"  {label}:")
+                lines += [_seed_line(r) for r in rows]
+        elif name == "budget_extension":
             for label, rows in (("T1", res["seeds_T1"]), ("T2", res["seeds_T2"])):
                 lines.append(f"  {label}:")
                 lines += [_seed_line(r) for r in rows]

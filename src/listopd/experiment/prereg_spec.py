@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from listopd.core.theory import LAMBDA_STAR_FORMS
 from listopd.util.errors import ListopdError
 
-KEYS = ("calibration", "onset_threshold", "onset_drop", "lambda_star_form", "min_seeds_with_onset",
-        "fine_grid", "budget_extension", "small_clip")
-TESTS = ("fine_grid", "budget_extension", "small_clip")
+TESTS = ("fine_grid", "budget_extension", "small_clip", "lr_invariance", "full_vocabulary_onset")
+CHECKS = ("rise_below_onset", "ndcg_flat")  # the paper's two observations, below the fine grid's onset
+KEYS = ("calibration", "onset_threshold", "onset_drop", "lambda_star_form", "min_seeds_with_onset", *TESTS, *CHECKS)
 TEST_KEYS = {"fine_grid": ("clip", "budget"), "budget_extension": ("clip", "budgets", "rule"),
-             "small_clip": ("clip", "budget")}
+             "small_clip": ("clip", "budget"), "full_vocabulary_onset": ("clip", "budget"), "lr_invariance": ("clip", "budget", "lr", "budget_at_lr", "rule"),
+             "rise_below_onset": ("warm_start_rate", "source"), "ndcg_flat": ("tolerance",)}
 RULES = ("median", "per_seed")
 
 
@@ -33,6 +34,10 @@ class PreregSpec:
     fine_grid: dict | None
     budget_extension: dict | None
     small_clip: dict | None
+    lr_invariance: dict | None = None
+    full_vocabulary_onset: dict | None = None
+    rise_below_onset: dict | None = None
+    ndcg_flat: dict | None = None
 
 
 def _number(value, where: str, lo: float, hi: float) -> float:
@@ -47,19 +52,21 @@ def _integer(value, where: str) -> int:
     return value
 
 
-def grid_series(points: list[dict], clip: float, budget: int) -> dict[int, list[float]]:
-    """seed → λ list of the grid points at (c, T)."""
+def grid_series(points: list[dict], clip: float, budget: int, lr: float | None = None) -> dict[int, list[float]]:
+    """seed → λ list of the grid points at (c, T) and learning rate `lr` (None: the base one — points without
+    an "lr" key)."""
     out: dict[int, list[float]] = {}
     for p in points:
-        if p["clip_strength"] == clip and p["steps"] == budget:
+        if p["clip_strength"] == clip and p["steps"] == budget and p.get("lr") == lr:
             out.setdefault(p["seed"], []).append(p["reward_scale"])
     return out
 
 
-def _require_series(points, clip, budget, where: str) -> dict[int, list[float]]:
-    series = grid_series(points, clip, budget)
+def _require_series(points, clip, budget, where: str, lr: float | None = None) -> dict[int, list[float]]:
+    series = grid_series(points, clip, budget, lr)
     if not series:
-        raise ListopdError(f"{where}: the grid has no runs with clip_strength {clip:g} and steps {budget}")
+        at = "" if lr is None else f" and lr {lr:g}"
+        raise ListopdError(f"{where}: the grid has no runs with clip_strength {clip:g} and steps {budget}{at}")
     short = [s for s, lams in series.items() if len(lams) < 2]
     if short:
         raise ListopdError(f"{where}: seed(s) {short} at clip_strength {clip:g}, steps {budget} have fewer than "
@@ -67,16 +74,22 @@ def _require_series(points, clip, budget, where: str) -> dict[int, list[float]]:
     return series
 
 
-def _parse_test(name: str, value, points: list[dict], where: str) -> dict:
+def _check_keys(name: str, value, where: str) -> None:
     if not isinstance(value, dict):
         raise ListopdError(f"{where}: must be a mapping with keys {', '.join(TEST_KEYS[name])}")
     unknown = sorted(set(value) - set(TEST_KEYS[name]))
     if unknown:
         raise ListopdError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
                            f"known: {', '.join(TEST_KEYS[name])}")
+
+
+def _parse_test(name: str, value, points: list[dict], where: str) -> dict:
+    _check_keys(name, value, where)
     if "clip" not in value:
         raise ListopdError(f"{where}: 'clip' is required")
     clip = _number(value["clip"], f"{where}: clip", 1.0, math.inf)
+    if name == "lr_invariance":
+        return _parse_lr_test(value, clip, points, where)
     if name != "budget_extension":
         budget = _integer(value.get("budget"), f"{where}: budget")
         _require_series(points, clip, budget, where)
@@ -95,6 +108,39 @@ def _parse_test(name: str, value, points: list[dict], where: str) -> dict:
     if not set(s1) & set(s2):
         raise ListopdError(f"{where}: no seed is run at both budgets {t1} and {t2}")
     return {"clip": clip, "budgets": [t1, t2], "rule": rule}
+
+
+def _parse_lr_test(value: dict, clip: float, points: list[dict], where: str) -> dict:
+    budget = _integer(value.get("budget"), f"{where}: budget")
+    lr = _number(value.get("lr"), f"{where}: lr", 0.0, math.inf)
+    budget_at_lr = _integer(value.get("budget_at_lr"), f"{where}: budget_at_lr")
+    rule = value.get("rule", "median")
+    if rule not in RULES:
+        raise ListopdError(f"{where}: rule must be one of {', '.join(RULES)}; got {rule!r}")
+    base = _require_series(points, clip, budget, where)
+    other = _require_series(points, clip, budget_at_lr, where, lr=lr)
+    seeds = sorted(set(base) & set(other))
+    if not seeds:
+        raise ListopdError(f"{where}: no seed is run at both learning rates")
+    for s in seeds:
+        if sorted(base[s]) != sorted(other[s]):
+            raise ListopdError(f"{where}: seed {s} has another λ grid at lr {lr:g} than at the base lr: the "
+                               f"brackets could not be compared")
+    return {"clip": clip, "budget": budget, "lr": lr, "budget_at_lr": budget_at_lr, "rule": rule}
+
+
+def _parse_check(name: str, value, where: str) -> dict:
+    _check_keys(name, value, where)
+    if name == "ndcg_flat":
+        return {"tolerance": _number(value.get("tolerance"), f"{where}: tolerance", 0.0, 1.0)}
+    rate = value.get("warm_start_rate")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ListopdError(f"{where}: warm_start_rate must be the warm start's measured rate in [0, 1); "
+                           f"got {rate!r}")
+    source = value.get("source")
+    if not isinstance(source, str) or not source:
+        raise ListopdError(f"{where}: source (how warm_start_rate was measured) is required")
+    return {"warm_start_rate": float(rate), "source": source}
 
 
 def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
@@ -122,12 +168,17 @@ def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
              for name in TESTS if section.get(name) is not None}
     if not tests:
         raise ListopdError(f"{source}: register at least one of the tests {', '.join(TESTS)}")
+    checks = {name: _parse_check(name, section[name], f"{source}: {name}")
+              for name in CHECKS if section.get(name) is not None}
+    if checks and "fine_grid" not in tests:
+        raise ListopdError(f"{source}: {', '.join(checks)} read the fine grid's onset: register fine_grid")
     if min_seeds is not None:
-        for name in ("fine_grid", "small_clip"):
+        for name in ("fine_grid", "small_clip", "full_vocabulary_onset"):
             if name in tests:
                 n = len(grid_series(points, tests[name]["clip"], tests[name]["budget"]))
                 if min_seeds > n:
                     raise ListopdError(f"{source}: min_seeds_with_onset {min_seeds} exceeds the {n} seed(s) "
                                        f"of {name}")
     return PreregSpec(calibration, threshold, drop, form, min_seeds, tests.get("fine_grid"),
-                      tests.get("budget_extension"), tests.get("small_clip"))
+                      tests.get("budget_extension"), tests.get("small_clip"), tests.get("lr_invariance"),
+                      tests.get("full_vocabulary_onset"), checks.get("rise_below_onset"), checks.get("ndcg_flat"))

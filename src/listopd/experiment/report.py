@@ -93,7 +93,7 @@ class SweepResults:
         return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])))
 
     def planned(self, key: tuple[float, int]) -> list[dict]:
-        return [pt for pt in self.plan if (float(pt["clip_strength"]), int(pt["steps"])) == key]
+        return [pt for pt in self.plan if (float(pt["clip_strength"]), int(pt["steps"])) == key and "lr" not in pt]
 
 
 def _read_json(path: Path):
@@ -167,7 +167,12 @@ def load_results(folder: str | Path) -> SweepResults:
     seen: dict[tuple, RunResult] = {}
     for path in sorted(results.glob("*.json")):
         try:
-            run = run_from_result(path.stem, _read_json(path))
+            record = _read_json(path)
+            lr = (record.get("grid_point") or {}).get("lr") if isinstance(record, dict) else None
+            if lr is not None:  # the lr axis (pre-registered test 4): `listopd prereg check` reads it
+                sweep.problems.append(f"{path.name}: a run at lr {lr:g}, off the base learning rate: not drawn")
+                continue
+            run = run_from_result(path.stem, record)
         except (OSError, ValueError) as e:
             sweep.problems.append(f"{path.name}: unreadable ({type(e).__name__}: {e})")
             continue

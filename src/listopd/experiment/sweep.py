@@ -23,15 +23,17 @@ The YAML file (paths in it are relative to the working directory, as in `listopd
     prereg:                            # optional: the pre-registered tests (see listopd.experiment.prereg)
       ...
 
-Grid: every block is a Cartesian product of its four lists (`reward_scale` λ, `seed`, `clip_strength` c,
-`steps` the budget T); a key left out takes the base value (or the OPDConfig default); a scalar is a list
-of one. The sweep is the union of the blocks: a run in two blocks runs once.
+Grid: every block is a Cartesian product of its lists (`reward_scale` λ, `seed`, `clip_strength` c,
+`steps` the budget T, and optionally `lr`); a key left out takes the base value (or the OPDConfig default);
+a scalar is a list of one. The sweep is the union of the blocks: a run in two blocks runs once.
 
-Run order (fixed): blocks in file order; inside a block clip_strength, then steps, then seed, then λ
+Run order (fixed): blocks in file order; inside a block lr, then clip_strength, then steps, then seed, then λ
 (innermost, as listed). A run that appears again in a later block keeps its first place.
 
 Run name: `lam{λ}_c{c}_s{seed}_T{steps}`, e.g. `lam1.200_c5_s0_T200` (λ with three decimals, more when
-needed to be exact). Run folder OUT/runs/NAME/ is an ordinary `listopd opd` run folder, so an interrupted
+needed to be exact), with `_lr{lr}` appended for a learning rate other than the base one (the lr axis of
+pre-registered test 4, e.g. `lam2.500_c5_s0_T900_lr0.0001`); such a run's grid point carries `lr`, the
+others do not, so that the (c, T, seed) series of the tests and reports are the base learning rate's. Run folder OUT/runs/NAME/ is an ordinary `listopd opd` run folder, so an interrupted
 run resumes from its last checkpoint; the sweep adds OUT/runs/NAME/sweep_run.json holding the UTC time the
 run first started. When a run finishes, OUT/results/NAME.json is written atomically (see `result_record`).
 Re-running the same command skips runs with a result file and resumes the others; a result or run folder
@@ -68,11 +70,11 @@ from listopd.train.opd_config import OPDConfig
 from listopd.experiment.prereg_spec import PreregSpec, parse_spec
 
 TOP_KEYS = ("out", "base", "grid", "prereg")
-GRID_KEYS = ("reward_scale", "seed", "clip_strength", "steps")
+GRID_KEYS = ("reward_scale", "seed", "clip_strength", "steps", "lr")
 SET_BY_SWEEP = ("out", "allow_above_cliff")
 RATE_KEY = "val_strict_parse_rate"
 RESULT_VERSION = 1
-RUN_ORDER = ("grid blocks in file order; inside a block clip_strength, then steps, then seed, then "
+RUN_ORDER = ("grid blocks in file order; inside a block lr, then clip_strength, then steps, then seed, then "
              "reward_scale (innermost, as listed); a run repeated in a later block keeps its first place")
 
 
@@ -80,17 +82,20 @@ RUN_ORDER = ("grid blocks in file order; inside a block clip_strength, then step
 
 @dataclass
 class Run:
-    """One grid point: its name, its λ / c / T / seed, and its full validated OPDConfig."""
+    """One grid point: its name, its λ / c / T / seed (and lr when not the base one), and its full validated
+    OPDConfig."""
     name: str
     reward_scale: float
     clip_strength: float
     steps: int
     seed: int
     config: OPDConfig
+    lr: float | None = None  # None: the base learning rate
 
     def point(self) -> dict:
-        return {"name": self.name, "reward_scale": self.reward_scale, "clip_strength": self.clip_strength,
-                "steps": self.steps, "seed": self.seed}
+        point = {"name": self.name, "reward_scale": self.reward_scale, "clip_strength": self.clip_strength,
+                 "steps": self.steps, "seed": self.seed}
+        return point if self.lr is None else {**point, "lr": self.lr}
 
 
 @dataclass
@@ -128,8 +133,9 @@ def _fmt_lambda(x: float) -> str:
     return repr(x)
 
 
-def run_name(reward_scale: float, clip_strength: float, seed: int, steps: int) -> str:
-    return f"lam{_fmt_lambda(reward_scale)}_c{clip_strength:g}_s{seed}_T{steps}"
+def run_name(reward_scale: float, clip_strength: float, seed: int, steps: int, lr: float | None = None) -> str:
+    name = f"lam{_fmt_lambda(reward_scale)}_c{clip_strength:g}_s{seed}_T{steps}"
+    return name if lr is None else f"{name}_lr{lr:g}"
 
 
 def _as_list(value, key: str, source: str) -> list:
@@ -137,6 +143,8 @@ def _as_list(value, key: str, source: str) -> list:
     if not values:
         raise ListopdError(f"{source}: grid key '{key}' is an empty list")
     want_int = key in ("seed", "steps")
+    if key == "lr":  # YAML 1.1 reads 1e-4 (no dot) as a string
+        values = [_float_text(v) for v in values]
     for v in values:
         ok = (isinstance(v, int) if want_int else isinstance(v, (int, float))) and not isinstance(v, bool)
         if not ok or (not want_int and not math.isfinite(v)):
@@ -144,6 +152,13 @@ def _as_list(value, key: str, source: str) -> list:
                                f"got {v!r}")
     values = [int(v) if want_int else float(v) for v in values]
     return list(dict.fromkeys(values))  # drop repeats, keep order
+
+
+def _float_text(v):
+    try:
+        return float(v) if isinstance(v, str) else v
+    except ValueError:
+        return v
 
 
 def _grid_blocks(grid, path: str) -> list[dict]:
@@ -209,19 +224,22 @@ def load_sweep(path: str) -> Sweep:
     for block in _grid_blocks(raw.get("grid"), path):
         lists = {k: _as_list(block[k], k, f"{path}: grid") if k in block else [getattr(base_cfg, k)]
                  for k in GRID_KEYS}
-        for c in lists["clip_strength"]:
-            for steps in lists["steps"]:
-                for seed in lists["seed"]:
-                    for lam in lists["reward_scale"]:
-                        name = run_name(lam, c, seed, steps)
-                        if name in runs:
-                            if (runs[name].reward_scale, runs[name].clip_strength) != (lam, c):
-                                raise ListopdError(f"{path}: two grid points share the run name {name}")
-                            continue
-                        data = {**base, "reward_scale": lam, "clip_strength": c, "steps": steps, "seed": seed,
-                                "out": str(out / "runs" / name), "allow_above_cliff": True}
-                        cfg = _build_config(data, source=f"{path}: run {name}")
-                        runs[name] = Run(name, lam, c, steps, seed, cfg)
+        for lr in lists["lr"]:
+            off_base = None if lr == base_cfg.lr else lr
+            for c in lists["clip_strength"]:
+                for steps in lists["steps"]:
+                    for seed in lists["seed"]:
+                        for lam in lists["reward_scale"]:
+                            name = run_name(lam, c, seed, steps, off_base)
+                            if name in runs:
+                                if (runs[name].reward_scale, runs[name].clip_strength, runs[name].lr) != \
+                                        (lam, c, off_base):
+                                    raise ListopdError(f"{path}: two grid points share the run name {name}")
+                                continue
+                            data = {**base, "reward_scale": lam, "clip_strength": c, "steps": steps, "seed": seed,
+                                    "lr": lr, "out": str(out / "runs" / name), "allow_above_cliff": True}
+                            cfg = _build_config(data, source=f"{path}: run {name}")
+                            runs[name] = Run(name, lam, c, steps, seed, cfg, off_base)
     sweep = Sweep(path=path, raw=raw, out=out, runs=list(runs.values()), config_hash=sha256_of(raw))
     if not sweep.runs:
         raise ListopdError(f"{path}: the grid is empty")
@@ -525,11 +543,12 @@ def dry_run(sweep: Sweep, *, only: str | None = None, echo=print, time_steps: bo
 
 # ------------------------------------------------------------------------------------------- results
 
-def result_rates(sweep_out: Path, points: list[dict]) -> dict[str, float | None]:
-    """name → the final validation strict parse rate from OUT/results/NAME.json (None when missing)."""
+def result_rates(sweep_out: Path, points: list[dict], key: str = RATE_KEY) -> dict[str, float | None]:
+    """name → the final validation strict parse rate (or another summary `key`) from OUT/results/NAME.json
+    (None when missing)."""
     rates = {}
     for p in points:
         record = read_json(Path(sweep_out) / "results" / f"{p['name']}.json")
-        rate = None if record is None else (record.get("summary") or {}).get(RATE_KEY)
+        rate = None if record is None else (record.get("summary") or {}).get(key)
         rates[p["name"]] = None if rate is None else float(rate)
     return rates

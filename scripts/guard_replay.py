@@ -4,7 +4,9 @@ parse rate was there and at its best before (issue 15 step 7: a guard that fires
 
     .venv/bin/python scripts/guard_replay.py runs/round2_explore/lr3e-4 [--windows 5 10 20] [--margins 0.1 0.2 0.3]
 
-A run "collapsed" when its final validation strict parse rate is below half its best evaluation's. Prints,
+A run "collapsed" when its final validation strict parse rate is below half of its best evaluation's, or of
+`--reference` (the warm start's own rate: a run that collapses from its first steps has no good evaluation to
+fall from). Prints,
 per setting: the runs it stops, the false alarms (stopped, not collapsed), the misses (collapsed, never
 stopped), and for the stopped collapses the lag from the first evaluation below half the best to the stop
 (negative: it stopped before the validation showed the drop). Reads only; writes nothing.
@@ -43,13 +45,17 @@ def main() -> None:
     ap.add_argument("sweep")
     ap.add_argument("--windows", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--margins", type=float, nargs="+", default=[0.1, 0.2, 0.3])
+    ap.add_argument("--reference", type=float, default=0.0,
+                    help="the warm start's validation parse rate (collapse: final below half of it or of the best)")
+    ap.add_argument("--detail", type=float, nargs=2, metavar=("WINDOW", "MARGIN"),
+                    help="also list, per run, where this setting stops and its best step (the export's bound)")
     a = ap.parse_args()
     runs = {}
     for run in sorted((Path(a.sweep) / "runs").iterdir()):
         if (run / "metrics.jsonl").is_file():
             rollout, evals, final = load(run)
             if evals and final is not None:
-                best = max(v for _, v in evals)
+                best = max([v for _, v in evals] + [a.reference])
                 runs[run.name] = (rollout, evals, final < best / 2, best)
     print(f"{len(runs)} finished runs; collapsed: {', '.join(n for n, r in runs.items() if r[2]) or 'none'}\n")
     print("| window | margin | stopped | false alarms | misses | lag of the stop after the validation drop (steps) |")
@@ -63,9 +69,20 @@ def main() -> None:
                 false += at is not None and not collapsed
                 missed += at is None and collapsed
                 if at is not None and collapsed:
-                    drop = next(s for s, v in evals if v < best / 2 and s >= max(s2 for s2, v2 in evals if v2 == best))
+                    peak = max([s2 for s2, v2 in evals if v2 == best] or [0])  # 0: the reference (warm start)
+                    drop = next(s for s, v in evals if v < best / 2 and s >= peak)
                     lags.append(f"{name.split('_')[0]}: {at - drop:+d}")
             print(f"| {w} | {m:g} | {stopped} | {false} | {missed} | {', '.join(lags) or '—'} |")
+    if a.detail:
+        w, m = int(a.detail[0]), a.detail[1]
+        print(f"\nwindow {w}, margin {m:g}, per run:\n")
+        print("| run | collapsed | final validation | stops at step | guard's best step |")
+        print("|---|---|---|---|---|")
+        for name, (rollout, evals, collapsed, best) in runs.items():
+            guard = ParseRateGuard(m, w)
+            at = next((step for step, rate in enumerate(rollout, start=1) if guard.update(step, rate)), None)
+            print(f"| {name} | {'yes' if collapsed else 'no'} | {evals[-1][1]:.2f} | {at or '—'} | "
+                  f"{guard.best_step if at else '—'} |")
 
 
 if __name__ == "__main__":

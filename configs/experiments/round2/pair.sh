@@ -10,3 +10,6 @@ P=runs/round2/pair
 test -f "$P/evaluation.json" || "$BIN/listopd" demo --seed 23 --warm-steps 200 --out "$P" --opd-steps 1 --eval-tasks 40
 test -f "$P/calibration_v40/calibration.json" || "$BIN/listopd" calibrate --teacher "$P/teacher/final" \
   --warm-start "$P/warm/final" --tasks "$P/data/validation.jsonl" --max-tasks 40 --c 5 --out "$P/calibration_v40"
+# the warm start's and the teacher's rates as the runs measure them (the lock's warm_start_rate and threshold)
+test -f "$P/validation_rates.json" || "$BIN/python" scripts/validation_rates.py "$P/warm/final" "$P/teacher/final" \
+  --tasks "$P/data/validation.jsonl" --n 64 --out "$P/validation_rates.json"

@@ -398,18 +398,24 @@ def test_round2_lock_and_check_from_the_command_line(tmp_path, capsys):
 def test_full_vocabulary_onset_is_held_to_test_1_s_rule_and_both_roles_are_recorded(tmp_path):
     cal = json.loads(Path(write_calibration(tmp_path)).read_text())
     cal.update(failure_roles={"duplicate_id@id_4": 30, "missing_quote@quote": 2},
-               roles={"id_4": {"lambda_star": 1.4}}, full_vocabulary={"onset_lambda": 1.275, "peak_lambda": 1.2})
-    path = make_sweep(tmp_path, full_vocabulary_onset={"clip": 3, "budget": 100})
+               roles={"id_4": {"lambda_star": 1.4, "p": 0.999, "b": 0.9}, "id": {"p": 0.9995, "b": 0.9}},
+               full_vocabulary={"onset_lambda": 1.275, "peak_lambda": 1.2})
+    path = make_sweep(tmp_path, full_vocabulary_onset={"clip": 3, "budget": 100},
+                      failure_role={"clip": 3, "budget": 100, "role": "id", "source": "sampled outputs"})
     Path(tmp_path / "calibration.json").write_text(json.dumps(cal))
     sweep = load_sweep(path)
     lock = build_lock(sweep)
     assert lock["calibration"]["failure_role"] == "id_4" and lock["calibration"]["failure_role_lambda_star"] == 1.4
     assert lock["calibration"]["predicting_role"] == "binding_role"
     assert lock["tests"]["full_vocabulary_onset"]["window"] == [1.275, 1.275]
+    id_star = theory.lambda_star(0.9995, 0.9, 3.0)  # 1.2034: inside the grid, below test 1's bracket
+    assert lock["tests"]["failure_role"]["window"] == [pytest.approx(id_star)] * 2
+    assert "role id's λ*" in lock["tests"]["failure_role"]["prediction"]
     got = {t["name"]: t for t in evaluate_locked(lock, rates_for(sweep, PASSING))}
     # seeds' union bracket [1.225, 1.275]: contains λ* = 1.2334 (test 1) and the full-vocabulary onset 1.275
     assert got["fine_grid"]["status"] == "pass" and got["full_vocabulary_onset"]["status"] == "pass"
     assert "the full-vocabulary onset = 1.275" in got["full_vocabulary_onset"]["detail"]
+    assert got["failure_role"]["status"] == "fail"  # 1.2034 lies below the union bracket [1.225, 1.275]
     late = {**PASSING, (3, 100, 2): 1.25}  # union bracket [1.225, 1.25]: λ* still in, 1.275 out
     got = {t["name"]: t for t in evaluate_locked(lock, rates_for(sweep, late))}
     assert got["fine_grid"]["status"] == "pass" and got["full_vocabulary_onset"]["status"] == "fail"

@@ -44,6 +44,9 @@ Locked predictions:
   (5) full_vocabulary_onset, at (c, T): test 1's rule with the calibration's full-vocabulary onset (the first
       λ past the peak where Π_t keep_t(λ) falls below the teacher's) in place of λ*: the second predictor,
       tested on the same runs, so that the two can be compared.
+  (6) failure_role {clip, budget, role, source}: test 1's rule with λ*(p, b, c) of the named role (its p and b
+      from the calibration's role table) — the role where the warm start's own outputs fail (measured before
+      the lock; `source` says how), recorded beside the binding role so the lock says which one predicts.
 The paper's two observations, as locked checks over the fine grid's λ below the lowest seed's onset (the whole
 grid when no seed has an onset), from seed means per λ:
   (A) rise_below_onset: the final strict parse rate is above the warm start's (`warm_start_rate`, measured
@@ -101,10 +104,11 @@ def read_calibration(path: str) -> dict:
     # binding (smallest-λ*) role; the binding role's λ* is the one the tests hold to account
     failures = data.get("failure_roles") or {}
     worst = max(failures, key=failures.get) if failures else None
-    failure_role = worst.split("@")[-1] if worst and "@" in worst else worst
+    failure_role = None if worst in (None, "ok") else worst.split("@")[-1] if "@" in worst else worst
     failure_row = (data.get("roles") or {}).get(failure_role) or {}
     full_vocabulary = data.get("full_vocabulary") or {}
     return {"path": path, "sha256": hashlib.sha256(data_bytes).hexdigest(), "p": float(p), "b": float(b),
+            "roles": {r: {"p": v.get("p"), "b": v.get("b")} for r, v in (data.get("roles") or {}).items()},
             "c": data.get("c"), "lambda_star": data.get("lambda_star"),
             "lambda_star_ci": data.get("lambda_star_ci"), "binding_role": data.get("binding_role"),
             "predicting_role": "binding_role", "failure_role": failure_role, "failure": worst,
@@ -146,10 +150,11 @@ def _bracket_test(name: str, test: dict, points: list[dict], lam_star: float, mi
     seeds = sorted({p["seed"] for p in chosen})
     need = min_seeds or len(seeds)
     h = grid_step(lambdas)
-    if name in ("fine_grid", "full_vocabulary_onset"):
+    if name in ("fine_grid", "full_vocabulary_onset", "failure_role"):
         window = [lam_star, lam_star]
         reachable = lambdas[0] <= lam_star <= lambdas[-1]
-        what = "the full-vocabulary onset" if name == "full_vocabulary_onset" else "λ*"
+        what = {"full_vocabulary_onset": "the full-vocabulary onset",
+                "failure_role": f"the role {test.get('role')}'s λ*"}.get(name, "λ*")
         prediction = (f"at c = {clip:g}, T = {budget}: at least {need} of {len(seeds)} seeds show an onset and the "
                       f"union of their brackets [min λ_(i−1), max λ_i] contains {what} = {lam_star:.6g}")
     else:
@@ -249,6 +254,17 @@ def build_lock(sweep: Sweep, *, locked_at: str | None = None) -> dict:
             continue
         if name == "lr_invariance":
             tests[name] = _lr_test(test, points)
+            continue
+        if name == "failure_role":  # λ* of the role the warm start's own outputs fail at, held to test 1's rule
+            row = cal["roles"].get(test["role"])
+            if row is None or row["p"] is None:
+                raise PreregRefusal(f"{where}: {name}: role {test['role']!r} is not in the calibration's roles")
+            ls = theory.lambda_star_or_none(row["p"], row["b"], test["clip"])
+            if ls is None or not math.isfinite(ls):
+                raise PreregRefusal(f"{where}: {name}: role {test['role']} predicts no cliff at c = {test['clip']:g}")
+            tests[name] = {**_bracket_test(name, test, points, ls, spec.min_seeds_with_onset, f"{where}: {name}"),
+                           "role": test["role"], "source": test["source"], "p": row["p"], "b": row["b"],
+                           "predicts": f"λ*(p, b, c) of role {test['role']}"}
             continue
         if name == "full_vocabulary_onset":  # issue 19's predictor, held to test 1's rule
             if cal["full_vocabulary_onset"] is None:
@@ -515,6 +531,7 @@ def check(sweep: Sweep, *, partial: bool = False) -> dict:
 TITLES = {"fine_grid": "test 1  fine grid", "budget_extension": "test 2  budget extension",
           "small_clip": "test 3  small-clip cross-prediction", "lr_invariance": "test 4  learning-rate invariance",
           "full_vocabulary_onset": "test 5  the full-vocabulary predictor's onset (issue 19)",
+          "failure_role": "test 6  λ* of the role where the warm start's outputs fail",
           "rise_below_onset": "check A  below the onset the parse rate rises from the warm start",
           "ndcg_flat": "check B  below the onset NDCG@1 parsed is flat across λ"}
 NDCG_KEY = "val_ndcg@1_parsed"
@@ -557,7 +574,8 @@ def format_check(result: dict) -> str:
         if res["predicted"] is None:  # test 4 and the observation checks predict no λ
             lines.append(f"{TITLES[name]}: {res['status'].upper()}")
         else:
-            what = "full-vocabulary onset" if name == "full_vocabulary_onset" else "λ*"
+            what = {"full_vocabulary_onset": "full-vocabulary onset",
+                    "failure_role": "λ* of the failure role"}.get(name, "λ*")
             lines.append(f"{TITLES[name]}: {res['status'].upper()}   predicted {what} = {res['predicted']:.6g}")
             window = ", ".join("∞" if w is None else f"{w:.6g}" for w in res["window"])
             lines.append(f"  window [{window}]")

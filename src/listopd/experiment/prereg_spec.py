@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from listopd.core.theory import LAMBDA_STAR_FORMS
 from listopd.util.errors import ListopdError
 
-TESTS = ("fine_grid", "budget_extension", "small_clip", "lr_invariance", "full_vocabulary_onset")
+TESTS = ("fine_grid", "budget_extension", "small_clip", "lr_invariance", "full_vocabulary_onset", "failure_role")
 CHECKS = ("rise_below_onset", "ndcg_flat")  # the paper's two observations, below the fine grid's onset
 KEYS = ("calibration", "onset_threshold", "onset_drop", "lambda_star_form", "min_seeds_with_onset", *TESTS, *CHECKS)
 TEST_KEYS = {"fine_grid": ("clip", "budget"), "budget_extension": ("clip", "budgets", "rule"),
-             "small_clip": ("clip", "budget"), "full_vocabulary_onset": ("clip", "budget"), "lr_invariance": ("clip", "budget", "lr", "budget_at_lr", "rule"),
+             "small_clip": ("clip", "budget"), "full_vocabulary_onset": ("clip", "budget"),
+             "failure_role": ("clip", "budget", "role", "source"), "lr_invariance": ("clip", "budget", "lr", "budget_at_lr", "rule"),
              "rise_below_onset": ("warm_start_rate", "source"), "ndcg_flat": ("tolerance",)}
 RULES = ("median", "per_seed")
 
@@ -36,6 +37,7 @@ class PreregSpec:
     small_clip: dict | None
     lr_invariance: dict | None = None
     full_vocabulary_onset: dict | None = None
+    failure_role: dict | None = None
     rise_below_onset: dict | None = None
     ndcg_flat: dict | None = None
 
@@ -90,6 +92,14 @@ def _parse_test(name: str, value, points: list[dict], where: str) -> dict:
     clip = _number(value["clip"], f"{where}: clip", 1.0, math.inf)
     if name == "lr_invariance":
         return _parse_lr_test(value, clip, points, where)
+    if name == "failure_role":
+        for key in ("role", "source"):
+            if not isinstance(value.get(key), str) or not value[key]:
+                raise ListopdError(f"{where}: '{key}' is required (the role the warm start's outputs fail at, "
+                                   f"and how that was measured)")
+        budget = _integer(value.get("budget"), f"{where}: budget")
+        _require_series(points, clip, budget, where)
+        return {"clip": clip, "budget": budget, "role": value["role"], "source": value["source"]}
     if name != "budget_extension":
         budget = _integer(value.get("budget"), f"{where}: budget")
         _require_series(points, clip, budget, where)
@@ -173,7 +183,7 @@ def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
     if checks and "fine_grid" not in tests:
         raise ListopdError(f"{source}: {', '.join(checks)} read the fine grid's onset: register fine_grid")
     if min_seeds is not None:
-        for name in ("fine_grid", "small_clip", "full_vocabulary_onset"):
+        for name in ("fine_grid", "small_clip", "full_vocabulary_onset", "failure_role"):
             if name in tests:
                 n = len(grid_series(points, tests[name]["clip"], tests[name]["budget"]))
                 if min_seeds > n:
@@ -181,4 +191,5 @@ def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
                                        f"of {name}")
     return PreregSpec(calibration, threshold, drop, form, min_seeds, tests.get("fine_grid"),
                       tests.get("budget_extension"), tests.get("small_clip"), tests.get("lr_invariance"),
-                      tests.get("full_vocabulary_onset"), checks.get("rise_below_onset"), checks.get("ndcg_flat"))
+                      tests.get("full_vocabulary_onset"), tests.get("failure_role"), checks.get("rise_below_onset"),
+                      checks.get("ndcg_flat"))

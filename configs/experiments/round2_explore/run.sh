@@ -18,6 +18,6 @@ test -f "$P/warm_short/summary.json" || "$BIN/listopd" sft --model tiny-student 
   --threads 1 --out "$P/warm_short"
 test -f "$P/calibration_w200/calibration.json" || "$BIN/listopd" calibrate --teacher "$P/teacher/final" \
   --warm-start "$P/warm_short/final" --tasks "$P/data/validation.jsonl" --max-tasks 40 --c 5 --out "$P/calibration_w200"
-for sweep in lr3e-4 base_ratio sampled lr1e-4; do
+for sweep in lr3e-4 base_ratio sampled; do  # lr1e-4.yaml: superseded by round 2 test 4
   "$BIN/listopd" sweep "configs/experiments/round2_explore/$sweep.yaml"
 done

@@ -200,7 +200,8 @@ def render_report(cfg: DemoConfig, cal: dict, evaluation: dict) -> str:
         "## Calibration", "",
         f"Binding role **{cal['binding_role']}**: teacher mass p = {cal['p']:.5f}, warm-start mass b = {cal['b']:.5f}. "
         f"Predicted cliff **λ\\*(p, b, c) = {lam_star:.3f}** (95% bootstrap interval [{num(ci[0])}, {num(ci[1])}]); "
-        f"base-neutral λ\\*(p, c) = {num(cal['lambda_star_base_neutral'])} (— where p ≤ ½: no cliff).", "",
+        f"base-neutral λ\\*(p, c) = {num(cal['lambda_star_base_neutral'])}"
+        + (" (none: p ≤ ½, no cliff)." if cal["lambda_star_base_neutral"] is None else "."), "",
         "![λ* per role](calibration/calibration.png)", "",
         "| role | positions | p (teacher) | b (warm start) | λ*(p,b,c) |", "|---|---|---|---|---|"]
     for role, v in cal["roles"].items():

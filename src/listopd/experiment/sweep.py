@@ -55,6 +55,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -224,22 +225,18 @@ def load_sweep(path: str) -> Sweep:
     for block in _grid_blocks(raw.get("grid"), path):
         lists = {k: _as_list(block[k], k, f"{path}: grid") if k in block else [getattr(base_cfg, k)]
                  for k in GRID_KEYS}
-        for lr in lists["lr"]:
+        # run order: lr, then clip_strength, steps, seed, and λ innermost (RUN_ORDER)
+        for lr, c, steps, seed, lam in itertools.product(
+                *(lists[k] for k in ("lr", "clip_strength", "steps", "seed", "reward_scale"))):
             off_base = None if lr == base_cfg.lr else lr
-            for c in lists["clip_strength"]:
-                for steps in lists["steps"]:
-                    for seed in lists["seed"]:
-                        for lam in lists["reward_scale"]:
-                            name = run_name(lam, c, seed, steps, off_base)
-                            if name in runs:
-                                if (runs[name].reward_scale, runs[name].clip_strength, runs[name].lr) != \
-                                        (lam, c, off_base):
-                                    raise ListopdError(f"{path}: two grid points share the run name {name}")
-                                continue
-                            data = {**base, "reward_scale": lam, "clip_strength": c, "steps": steps, "seed": seed,
-                                    "lr": lr, "out": str(out / "runs" / name), "allow_above_cliff": True}
-                            cfg = _build_config(data, source=f"{path}: run {name}")
-                            runs[name] = Run(name, lam, c, steps, seed, cfg, off_base)
+            name = run_name(lam, c, seed, steps, off_base)
+            if name in runs:
+                if (runs[name].reward_scale, runs[name].clip_strength, runs[name].lr) != (lam, c, off_base):
+                    raise ListopdError(f"{path}: two grid points share the run name {name}")
+                continue
+            data = {**base, "reward_scale": lam, "clip_strength": c, "steps": steps, "seed": seed, "lr": lr,
+                    "out": str(out / "runs" / name), "allow_above_cliff": True}
+            runs[name] = Run(name, lam, c, steps, seed, _build_config(data, source=f"{path}: run {name}"), off_base)
     sweep = Sweep(path=path, raw=raw, out=out, runs=list(runs.values()), config_hash=sha256_of(raw))
     if not sweep.runs:
         raise ListopdError(f"{path}: the grid is empty")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
@@ -65,27 +65,24 @@ class Scorers:
     keeping: KeepingMasks | None = None
     teacher_cache: PromptCache | None = None
     base_cache: PromptCache | None = None
+    cache_start: dict = field(default_factory=dict)  # each cache's counts when this run began (a sweep shares them)
 
     @classmethod
     def build(cls, cfg: OPDConfig, run: TrainingRun, pool: FrozenPool, keeping: KeepingMasks | None) -> "Scorers":
         dtype = torch.bfloat16 if cfg.bf16 else None  # frozen scorers need no float32 master weights
         teacher = pool.model(cfg.teacher, dtype, run.device)
         base = pool.model(cfg.base or cfg.student, dtype, run.device) if cfg.reward_scale != 1.0 else None
-        scorers = cls(teacher, base, keeping, pool.cache(teacher, cfg.prompt_cache_mb),
-                      pool.cache(base, cfg.prompt_cache_mb))
-        scorers._cache_start = {name: c.stats() for name, c in scorers._caches()}
-        return scorers
-
-    def _caches(self):
-        return [(name, c) for name, c in (("teacher", self.teacher_cache), ("base", self.base_cache)) if c]
+        caches = {"teacher": pool.cache(teacher, cfg.prompt_cache_mb), "base": pool.cache(base, cfg.prompt_cache_mb)}
+        return cls(teacher, base, keeping, caches["teacher"], caches["base"],
+                   {name: c.stats() for name, c in caches.items() if c})
 
     def cache_stats(self) -> dict:
-        """Per cache: prompts and MiB held, and this run's hits and misses (a shared cache counts all runs')."""
+        """Per prompt cache: prompts and MiB held, and this run's hits and misses."""
         out = {}
-        for name, c in self._caches():
-            now, start = c.stats(), getattr(self, "_cache_start", {}).get(name, {})
-            out[name] = {**now, "hits": now["hits"] - start.get("hits", 0),
-                         "misses": now["misses"] - start.get("misses", 0)}
+        for name, c in (("teacher", self.teacher_cache), ("base", self.base_cache)):
+            if c:
+                now, start = c.stats(), self.cache_start[name]
+                out[name] = {**now, "hits": now["hits"] - start["hits"], "misses": now["misses"] - start["misses"]}
         return out
 
 

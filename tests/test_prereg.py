@@ -419,3 +419,37 @@ def test_full_vocabulary_onset_is_held_to_test_1_s_rule_and_both_roles_are_recor
     late = {**PASSING, (3, 100, 2): 1.25}  # union bracket [1.225, 1.25]: λ* still in, 1.275 out
     got = {t["name"]: t for t in evaluate_locked(lock, rates_for(sweep, late))}
     assert got["fine_grid"]["status"] == "pass" and got["full_vocabulary_onset"]["status"] == "fail"
+
+
+# ------------------------------------------------------------------ issue 19 step 3b: test 7, contract-aware vs plain
+
+AWARE_GRID = [*GRID, {"reward_scale": [1.15, 1.2, 1.225, 1.25, 1.275, 1.3], "seed": [0, 1, 2], "clip_strength": 3,
+                      "steps": 100, "contract_aware": True}]
+
+
+def test_contract_aware_axis_and_test_7(tmp_path):
+    sweep = load_sweep(make_sweep(tmp_path, grid=AWARE_GRID,
+                                  contract_aware={"clip": 3, "budget": 100, "ndcg_tolerance": 0.05}))
+    aware = [r for r in sweep.runs if r.contract_aware]
+    assert len(aware) == 18 and all(r.name.endswith("_aware") and r.config.contract_aware for r in aware)
+    assert all("contract_aware" not in r.point() for r in sweep.runs if not r.contract_aware)
+    lock = build_lock(sweep)
+    assert all("contract_aware" not in p for p in lock["tests"]["fine_grid"]["points"])  # test 1: plain only
+    names_aware = {r.name for r in aware}
+
+    def rates(onset_aware):
+        out = {}
+        for run in sweep.runs:
+            cliff = onset_aware if run.name in names_aware else PASSING.get((run.clip_strength, run.steps, run.seed))
+            out[run.name] = 0.1 if cliff is not None and run.reward_scale >= cliff else 0.9
+        return out
+
+    ndcg = {r.name: 0.3 for r in sweep.runs}
+    got = {t["name"]: t for t in evaluate_locked(lock, rates(None), ndcg)}  # aware: no onset on the grid
+    assert got["contract_aware"]["status"] == "pass" and got["fine_grid"]["status"] == "pass"
+    got = {t["name"]: t for t in evaluate_locked(lock, rates(1.2), ndcg)}  # aware collapses earlier
+    assert got["contract_aware"]["status"] == "fail"
+    lower_ndcg = {**ndcg, **{n: 0.2 for n in names_aware}}
+    got = {t["name"]: t for t in evaluate_locked(lock, rates(None), lower_ndcg)}  # NDCG 0.1 lower: beyond 0.05
+    assert got["contract_aware"]["status"] == "fail" and "0.300 and 0.200" in got["contract_aware"]["detail"]
+    assert main(["prereg", "lock", sweep.path]) == 0

@@ -47,6 +47,10 @@ Locked predictions:
   (6) failure_role {clip, budget, role, source}: test 1's rule with λ*(p, b, c) of the named role (its p and b
       from the calibration's role table) — the role where the warm start's own outputs fail (measured before
       the lock; `source` says how), recorded beside the binding role so the lock says which one predicts.
+  (7) contract_aware {clip, budget, ndcg_tolerance} (issue 19 step 3b): the grid's runs with contract_aware
+      (a grid block with `contract_aware: true`) against the plain ones on the same λ grid and seeds: the
+      lower-median onset is above plain's (or none on the grid), the best seed-mean strict parse rate over λ is
+      ≥ plain's best, and the seed-mean NDCG@1 parsed at that λ ≥ plain's at its best λ − ndcg_tolerance.
 The paper's two observations, as locked checks over the fine grid's λ below the lowest seed's onset (the whole
 grid when no seed has an onset), from seed means per λ:
   (A) rise_below_onset: the final strict parse rate is above the warm start's (`warm_start_rate`, measured
@@ -81,7 +85,7 @@ from pathlib import Path
 from listopd.core import theory
 from listopd.core.onset import Onset, grid_step, onset_definition, onset_table, union_bracket
 from listopd.util.errors import InputError, ListopdError
-from listopd.experiment.prereg_spec import TESTS, PreregSpec, grid_series
+from listopd.experiment.prereg_spec import TESTS, PreregSpec, grid_series, on_axes
 from listopd.experiment.sweep import Sweep, parse_time, read_json, result_rates, sha256_of, utc_now
 
 PREREG_VERSION = 1
@@ -136,9 +140,10 @@ def existing_runs(out: Path) -> list[Path]:
     return found
 
 
-def _test_points(points, clip, budgets, lr: float | None = None) -> list[dict]:
-    """The grid points at clip c, a budget in `budgets` and learning rate `lr` (None: the base one)."""
-    return [p for p in points if p["clip_strength"] == clip and p["steps"] in budgets and p.get("lr") == lr]
+def _test_points(points, clip, budgets, **axes) -> list[dict]:
+    """The grid points at clip c and a budget in `budgets`, on the base unless `axes` names other values of
+    the off-base axes (lr=…, contract_aware=True)."""
+    return [p for p in points if p["clip_strength"] == clip and p["steps"] in budgets and on_axes(p, axes)]
 
 
 def _bracket_test(name: str, test: dict, points: list[dict], lam_star: float, min_seeds: int | None,
@@ -195,15 +200,32 @@ def _lr_test(test: dict, points: list[dict]) -> dict:
     """The locked form of test 4 (lr_invariance): no λ* in it — the closed form describes a fixed point, which
     the learning rate cannot move, so the onset must not move with it either."""
     clip, budget, lr, budget_at_lr, rule = (test[k] for k in ("clip", "budget", "lr", "budget_at_lr", "rule"))
-    seeds = sorted(set(grid_series(points, clip, budget)) & set(grid_series(points, clip, budget_at_lr, lr)))
+    seeds = sorted(set(grid_series(points, clip, budget)) & set(grid_series(points, clip, budget_at_lr, lr=lr)))
     base = [p for p in _test_points(points, clip, [budget]) if p["seed"] in seeds]
-    other = [p for p in _test_points(points, clip, [budget_at_lr], lr) if p["seed"] in seeds]
+    other = [p for p in _test_points(points, clip, [budget_at_lr], lr=lr) if p["seed"] in seeds]
     who = "the lower median over seeds of the onset" if rule == "median" else "every seed's onset"
     prediction = (f"at c = {clip:g}: {who} at lr = {lr:g}, T = {budget_at_lr} lies in the same grid bracket as at "
                   f"the base learning rate, T = {budget} (no onset on the grid counts as one bracket above it)")
     return {"clip": clip, "budget": budget, "lr": lr, "budget_at_lr": budget_at_lr, "rule": rule, "seeds": seeds,
             "lambdas": sorted({p["reward_scale"] for p in base}), "prediction": prediction, "points": base,
             "points_at_lr": other}
+
+
+def _aware_test(test: dict, points: list[dict]) -> dict:
+    """The locked form of test 7 (contract_aware, issue 19 step 3b): contract-aware extrapolation against plain
+    ListOPD on the same λ grid and seeds."""
+    clip, budget, tol = test["clip"], test["budget"], test["ndcg_tolerance"]
+    seeds = sorted(set(grid_series(points, clip, budget)) & set(grid_series(points, clip, budget,
+                                                                            contract_aware=True)))
+    plain = [p for p in _test_points(points, clip, [budget]) if p["seed"] in seeds]
+    aware = [p for p in _test_points(points, clip, [budget], contract_aware=True) if p["seed"] in seeds]
+    prediction = (f"at c = {clip:g}, T = {budget}, seeds {seeds}: contract-aware extrapolation's lower-median onset "
+                  f"is above plain ListOPD's (or it has none on the grid), its best seed-mean strict parse rate "
+                  f"over λ is at least plain's best, and its seed-mean NDCG@1 parsed at that λ is at least plain's "
+                  f"at plain's best λ minus {tol:g}")
+    return {"clip": clip, "budget": budget, "ndcg_tolerance": tol, "seeds": seeds,
+            "lambdas": sorted({p["reward_scale"] for p in plain}), "prediction": prediction, "points": plain,
+            "points_aware": aware}
 
 
 def _observation_checks(spec: PreregSpec, tests: dict) -> dict:
@@ -252,8 +274,8 @@ def build_lock(sweep: Sweep, *, locked_at: str | None = None) -> dict:
         test = getattr(spec, name)
         if test is None:
             continue
-        if name == "lr_invariance":
-            tests[name] = _lr_test(test, points)
+        if name in ("lr_invariance", "contract_aware"):  # no λ* in these two
+            tests[name] = (_lr_test if name == "lr_invariance" else _aware_test)(test, points)
             continue
         if name == "failure_role":  # λ* of the role the warm start's own outputs fail at, held to test 1's rule
             row = cal["roles"].get(test["role"])
@@ -445,6 +467,41 @@ def _evaluate_lr(test: dict, table: dict, table_at_lr: dict) -> dict:
                       f"seed(s) {bad} have another onset at lr {test['lr']:g}"}
 
 
+def _evaluate_aware(test: dict, table: dict, table_aware: dict, rates: dict, ndcg: dict) -> dict:
+    """Test 7: the contract-aware onset above plain's (or none), its best rate ≥ plain's, NDCG@1 not lower."""
+    c, t = test["clip"], test["budget"]
+    plain = {s: table[(c, t, s)] for s in test["seeds"]}
+    aware = {s: table_aware[(c, t, s)] for s in test["seeds"]}
+    out = {"status": None, "predicted": None, "window": None, "observed": None,
+           "seeds_plain": [_onset_row(s, o) for s, o in plain.items()],
+           "seeds_aware": [_onset_row(s, o) for s, o in aware.items()]}
+    if any(not o.complete for o in [*plain.values(), *aware.values()]):
+        return {**out, "status": "incomplete", "detail": "some seeds' onsets are undetermined (missing results)"}
+
+    def best(points) -> tuple[float, float, float | None]:
+        """(λ, seed-mean rate, seed-mean NDCG@1 parsed) at the λ with the best seed-mean rate."""
+        by_lam: dict[float, list[dict]] = {}
+        for p in points:
+            by_lam.setdefault(p["reward_scale"], []).append(p)
+        means = {lam: statistics.fmean(rates[p["name"]] for p in ps) for lam, ps in by_lam.items()}
+        lam = max(means, key=means.get)
+        scores = [ndcg.get(p["name"]) for p in by_lam[lam]]
+        return lam, means[lam], None if None in scores else statistics.fmean(scores)
+
+    m_plain, m_aware = (statistics.median_low([_value(o) for o in d.values()]) for d in (plain, aware))
+    (l_p, r_p, n_p), (l_a, r_a, n_a) = best(test["points"]), best(test["points_aware"])
+    if n_p is None or n_a is None:
+        return {**out, "status": "incomplete", "detail": "an NDCG@1 parsed value is missing at a best λ"}
+    higher = math.isinf(m_aware) or m_aware > m_plain
+    ok = higher and r_a >= r_p and n_a >= n_p - test["ndcg_tolerance"]
+    shown = [None if math.isinf(x) else x for x in (m_plain, m_aware)]
+    return {**out, "status": "pass" if ok else "fail",
+            "observed": {"median_onset_plain": shown[0], "median_onset_aware": shown[1],
+                         "best_plain": [l_p, r_p, n_p], "best_aware": [l_a, r_a, n_a]},
+            "detail": f"median onset plain {shown[0]}, aware {shown[1]}; best rate plain {r_p:.3f} (λ {l_p:g}), "
+                      f"aware {r_a:.3f} (λ {l_a:g}); NDCG@1 parsed there {n_p:.3f} and {n_a:.3f}"}
+
+
 def _below_onset(fine: dict, table: dict) -> tuple[list[float] | None, str]:
     """The fine grid's λ below every seed's onset; None when some onset is undetermined."""
     onsets = [table[(fine["clip"], fine["budget"], s)] for s in fine["seeds"]]
@@ -498,6 +555,8 @@ def evaluate_locked(locked: dict, rates: dict[str, float | None],
         table = table_of(test["points"])
         if name == "lr_invariance":
             verdict = _evaluate_lr(test, table, table_of(test["points_at_lr"]))
+        elif name == "contract_aware":
+            verdict = _evaluate_aware(test, table, table_of(test["points_aware"]), rates, ndcg or {})
         else:
             verdict = (_evaluate_budget if name == "budget_extension" else _evaluate_bracket)(test, table)
         results.append({"name": name, "passed": {"pass": True, "fail": False}.get(verdict["status"]), **verdict})
@@ -532,6 +591,7 @@ TITLES = {"fine_grid": "test 1  fine grid", "budget_extension": "test 2  budget 
           "small_clip": "test 3  small-clip cross-prediction", "lr_invariance": "test 4  learning-rate invariance",
           "full_vocabulary_onset": "test 5  the full-vocabulary predictor's onset (issue 19)",
           "failure_role": "test 6  λ* of the role where the warm start's outputs fail",
+          "contract_aware": "test 7  contract-aware extrapolation against plain ListOPD (issue 19)",
           "rise_below_onset": "check A  below the onset the parse rate rises from the warm start",
           "ndcg_flat": "check B  below the onset NDCG@1 parsed is flat across λ"}
 NDCG_KEY = "val_ndcg@1_parsed"
@@ -582,8 +642,11 @@ def format_check(result: dict) -> str:
         if name in ("rise_below_onset", "ndcg_flat"):
             if res["observed"]:
                 lines.append("  " + "  ".join(f"λ {k}: {v:.3f}" for k, v in res["observed"].items()))
-        elif name == "lr_invariance":
-            for label, rows in (("base lr", res["seeds_base"]), ("other lr", res["seeds_at_lr"])):
+        elif name in ("lr_invariance", "contract_aware"):
+            pairs = ((("base lr", "seeds_base"), ("other lr", "seeds_at_lr")) if name == "lr_invariance" else
+                     (("plain", "seeds_plain"), ("contract-aware", "seeds_aware")))
+            for label, key in pairs:
+                rows = res[key]
                 lines.append(f"  {label}:")
                 lines += [_seed_line(r) for r in rows]
         elif name == "budget_extension":

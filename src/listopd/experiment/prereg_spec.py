@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from listopd.core.theory import LAMBDA_STAR_FORMS
 from listopd.util.errors import ListopdError
 
-TESTS = ("fine_grid", "budget_extension", "small_clip", "lr_invariance", "full_vocabulary_onset", "failure_role")
+TESTS = ("fine_grid", "budget_extension", "small_clip", "lr_invariance", "full_vocabulary_onset", "failure_role",
+         "contract_aware")
+OFF_BASE_AXES = ("lr", "contract_aware")  # grid keys whose off-base runs carry them in their points
 CHECKS = ("rise_below_onset", "ndcg_flat")  # the paper's two observations, below the fine grid's onset
 KEYS = ("calibration", "onset_threshold", "onset_drop", "lambda_star_form", "min_seeds_with_onset", *TESTS, *CHECKS)
 TEST_KEYS = {"fine_grid": ("clip", "budget"), "budget_extension": ("clip", "budgets", "rule"),
              "small_clip": ("clip", "budget"), "full_vocabulary_onset": ("clip", "budget"),
-             "failure_role": ("clip", "budget", "role", "source"), "lr_invariance": ("clip", "budget", "lr", "budget_at_lr", "rule"),
+             "failure_role": ("clip", "budget", "role", "source"),
+             "contract_aware": ("clip", "budget", "ndcg_tolerance"), "lr_invariance": ("clip", "budget", "lr", "budget_at_lr", "rule"),
              "rise_below_onset": ("warm_start_rate", "source"), "ndcg_flat": ("tolerance",)}
 RULES = ("median", "per_seed")
 
@@ -38,6 +41,7 @@ class PreregSpec:
     lr_invariance: dict | None = None
     full_vocabulary_onset: dict | None = None
     failure_role: dict | None = None
+    contract_aware: dict | None = None
     rise_below_onset: dict | None = None
     ndcg_flat: dict | None = None
 
@@ -54,20 +58,25 @@ def _integer(value, where: str) -> int:
     return value
 
 
-def grid_series(points: list[dict], clip: float, budget: int, lr: float | None = None) -> dict[int, list[float]]:
-    """seed → λ list of the grid points at (c, T) and learning rate `lr` (None: the base one — points without
-    an "lr" key)."""
+def on_axes(point: dict, axes: dict) -> bool:
+    """The point lies on these off-base axes (e.g. {"lr": 1e-4}) and on the base for the others."""
+    return all(point.get(k) == axes.get(k) for k in OFF_BASE_AXES)
+
+
+def grid_series(points: list[dict], clip: float, budget: int, **axes) -> dict[int, list[float]]:
+    """seed → λ list of the grid points at (c, T), on the base learning rate and objective unless `axes` names
+    others (lr=…, contract_aware=True)."""
     out: dict[int, list[float]] = {}
     for p in points:
-        if p["clip_strength"] == clip and p["steps"] == budget and p.get("lr") == lr:
+        if p["clip_strength"] == clip and p["steps"] == budget and on_axes(p, axes):
             out.setdefault(p["seed"], []).append(p["reward_scale"])
     return out
 
 
-def _require_series(points, clip, budget, where: str, lr: float | None = None) -> dict[int, list[float]]:
-    series = grid_series(points, clip, budget, lr)
+def _require_series(points, clip, budget, where: str, **axes) -> dict[int, list[float]]:
+    series = grid_series(points, clip, budget, **axes)
     if not series:
-        at = "" if lr is None else f" and lr {lr:g}"
+        at = "".join(f" and {k} {v}" for k, v in axes.items())
         raise ListopdError(f"{where}: the grid has no runs with clip_strength {clip:g} and steps {budget}{at}")
     short = [s for s, lams in series.items() if len(lams) < 2]
     if short:
@@ -92,6 +101,12 @@ def _parse_test(name: str, value, points: list[dict], where: str) -> dict:
     clip = _number(value["clip"], f"{where}: clip", 1.0, math.inf)
     if name == "lr_invariance":
         return _parse_lr_test(value, clip, points, where)
+    if name == "contract_aware":
+        budget = _integer(value.get("budget"), f"{where}: budget")
+        tolerance = _number(value.get("ndcg_tolerance"), f"{where}: ndcg_tolerance", 0.0, 1.0)
+        _same_grid(_require_series(points, clip, budget, where),
+                   _require_series(points, clip, budget, where, contract_aware=True), where, "contract-aware")
+        return {"clip": clip, "budget": budget, "ndcg_tolerance": tolerance}
     if name == "failure_role":
         for key in ("role", "source"):
             if not isinstance(value.get(key), str) or not value[key]:
@@ -127,16 +142,20 @@ def _parse_lr_test(value: dict, clip: float, points: list[dict], where: str) -> 
     rule = value.get("rule", "median")
     if rule not in RULES:
         raise ListopdError(f"{where}: rule must be one of {', '.join(RULES)}; got {rule!r}")
-    base = _require_series(points, clip, budget, where)
-    other = _require_series(points, clip, budget_at_lr, where, lr=lr)
+    _same_grid(_require_series(points, clip, budget, where),
+               _require_series(points, clip, budget_at_lr, where, lr=lr), where, f"lr {lr:g}")
+    return {"clip": clip, "budget": budget, "lr": lr, "budget_at_lr": budget_at_lr, "rule": rule}
+
+
+def _same_grid(base: dict, other: dict, where: str, what: str) -> None:
+    """The seeds run on both sides have the same λ grid on both (so that their brackets compare)."""
     seeds = sorted(set(base) & set(other))
     if not seeds:
-        raise ListopdError(f"{where}: no seed is run at both learning rates")
+        raise ListopdError(f"{where}: no seed is run both at the base and at {what}")
     for s in seeds:
         if sorted(base[s]) != sorted(other[s]):
-            raise ListopdError(f"{where}: seed {s} has another λ grid at lr {lr:g} than at the base lr: the "
-                               f"brackets could not be compared")
-    return {"clip": clip, "budget": budget, "lr": lr, "budget_at_lr": budget_at_lr, "rule": rule}
+            raise ListopdError(f"{where}: seed {s} has another λ grid at {what} than at the base: the brackets "
+                               f"could not be compared")
 
 
 def _parse_check(name: str, value, where: str) -> dict:
@@ -191,5 +210,5 @@ def parse_spec(section, runs, source: str = "prereg") -> PreregSpec:
                                        f"of {name}")
     return PreregSpec(calibration, threshold, drop, form, min_seeds, tests.get("fine_grid"),
                       tests.get("budget_extension"), tests.get("small_clip"), tests.get("lr_invariance"),
-                      tests.get("full_vocabulary_onset"), tests.get("failure_role"), checks.get("rise_below_onset"),
-                      checks.get("ndcg_flat"))
+                      tests.get("full_vocabulary_onset"), tests.get("failure_role"), tests.get("contract_aware"),
+                      checks.get("rise_below_onset"), checks.get("ndcg_flat"))

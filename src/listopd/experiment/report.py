@@ -43,6 +43,7 @@ from pathlib import Path
 from listopd.core import theory
 from listopd.core.onset import find_onset, onset_definition, union_bracket
 from listopd.experiment.mechanism import MECHANISM_FIGURE, section_mechanism
+from listopd.experiment.prereg_spec import OFF_BASE_AXES
 
 DEFAULT_ONSET_THRESHOLD = 0.5
 DEFAULT_ONSET_DROP = None
@@ -93,7 +94,8 @@ class SweepResults:
         return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])))
 
     def planned(self, key: tuple[float, int]) -> list[dict]:
-        return [pt for pt in self.plan if (float(pt["clip_strength"]), int(pt["steps"])) == key and "lr" not in pt]
+        return [pt for pt in self.plan if (float(pt["clip_strength"]), int(pt["steps"])) == key
+                and not any(k in pt for k in OFF_BASE_AXES)]
 
 
 def _read_json(path: Path):
@@ -168,9 +170,10 @@ def load_results(folder: str | Path) -> SweepResults:
     for path in sorted(results.glob("*.json")):
         try:
             record = _read_json(path)
-            lr = (record.get("grid_point") or {}).get("lr") if isinstance(record, dict) else None
-            if lr is not None:  # the lr axis (pre-registered test 4): `listopd prereg check` reads it
-                sweep.problems.append(f"{path.name}: a run at lr {lr:g}, off the base learning rate: not drawn")
+            point = (record.get("grid_point") or {}) if isinstance(record, dict) else {}
+            off = {k: point[k] for k in OFF_BASE_AXES if k in point}
+            if off:  # the lr / contract_aware axes (pre-registered tests 4, 7): `listopd prereg check` reads them
+                sweep.problems.append(f"{path.name}: a run off the base ({off}): not drawn")
                 continue
             run = run_from_result(path.stem, record)
         except (OSError, ValueError) as e:

@@ -24,16 +24,17 @@ The YAML file (paths in it are relative to the working directory, as in `listopd
       ...
 
 Grid: every block is a Cartesian product of its lists (`reward_scale` λ, `seed`, `clip_strength` c,
-`steps` the budget T, and optionally `lr`); a key left out takes the base value (or the OPDConfig default);
+`steps` the budget T, and optionally `lr` and `contract_aware`); a key left out takes the base value (or the OPDConfig default);
 a scalar is a list of one. The sweep is the union of the blocks: a run in two blocks runs once.
 
-Run order (fixed): blocks in file order; inside a block lr, then clip_strength, then steps, then seed, then λ
-(innermost, as listed). A run that appears again in a later block keeps its first place.
+Run order (fixed): blocks in file order; inside a block contract_aware, then lr, clip_strength, steps, seed,
+then λ (innermost, as listed). A run that appears again in a later block keeps its first place.
 
 Run name: `lam{λ}_c{c}_s{seed}_T{steps}`, e.g. `lam1.200_c5_s0_T200` (λ with three decimals, more when
 needed to be exact), with `_lr{lr}` appended for a learning rate other than the base one (the lr axis of
-pre-registered test 4, e.g. `lam2.500_c5_s0_T900_lr0.0001`); such a run's grid point carries `lr`, the
-others do not, so that the (c, T, seed) series of the tests and reports are the base learning rate's. Run folder OUT/runs/NAME/ is an ordinary `listopd opd` run folder, so an interrupted
+pre-registered test 4, e.g. `lam2.500_c5_s0_T900_lr0.0001`) and `_aware` / `_plain` for a `contract_aware`
+other than the base one (test 7); such a run's grid point carries `lr` / `contract_aware`, the others do
+not, so that the (c, T, seed) series of the tests and reports are the base's. Run folder OUT/runs/NAME/ is an ordinary `listopd opd` run folder, so an interrupted
 run resumes from its last checkpoint; the sweep adds OUT/runs/NAME/sweep_run.json holding the UTC time the
 run first started. When a run finishes, OUT/results/NAME.json is written atomically (see `result_record`).
 Re-running the same command skips runs with a result file and resumes the others; a result or run folder
@@ -71,11 +72,11 @@ from listopd.train.opd_config import OPDConfig
 from listopd.experiment.prereg_spec import PreregSpec, parse_spec
 
 TOP_KEYS = ("out", "base", "grid", "prereg")
-GRID_KEYS = ("reward_scale", "seed", "clip_strength", "steps", "lr")
+GRID_KEYS = ("reward_scale", "seed", "clip_strength", "steps", "lr", "contract_aware")
 SET_BY_SWEEP = ("out", "allow_above_cliff")
 RATE_KEY = "val_strict_parse_rate"
 RESULT_VERSION = 1
-RUN_ORDER = ("grid blocks in file order; inside a block lr, then clip_strength, then steps, then seed, then "
+RUN_ORDER = ("grid blocks in file order; inside a block contract_aware, lr, then clip_strength, steps, seed, then "
              "reward_scale (innermost, as listed); a run repeated in a later block keeps its first place")
 
 
@@ -92,11 +93,13 @@ class Run:
     seed: int
     config: OPDConfig
     lr: float | None = None  # None: the base learning rate
+    contract_aware: bool | None = None  # None: the base objective
 
     def point(self) -> dict:
         point = {"name": self.name, "reward_scale": self.reward_scale, "clip_strength": self.clip_strength,
                  "steps": self.steps, "seed": self.seed}
-        return point if self.lr is None else {**point, "lr": self.lr}
+        off_base = {"lr": self.lr, "contract_aware": self.contract_aware}
+        return {**point, **{k: v for k, v in off_base.items() if v is not None}}
 
 
 @dataclass
@@ -134,15 +137,21 @@ def _fmt_lambda(x: float) -> str:
     return repr(x)
 
 
-def run_name(reward_scale: float, clip_strength: float, seed: int, steps: int, lr: float | None = None) -> str:
+def run_name(reward_scale: float, clip_strength: float, seed: int, steps: int, lr: float | None = None,
+             contract_aware: bool | None = None) -> str:
     name = f"lam{_fmt_lambda(reward_scale)}_c{clip_strength:g}_s{seed}_T{steps}"
-    return name if lr is None else f"{name}_lr{lr:g}"
+    name += "" if lr is None else f"_lr{lr:g}"
+    return name + ("" if contract_aware is None else "_aware" if contract_aware else "_plain")
 
 
 def _as_list(value, key: str, source: str) -> list:
     values = value if isinstance(value, list) else [value]
     if not values:
         raise ListopdError(f"{source}: grid key '{key}' is an empty list")
+    if key == "contract_aware":
+        if not all(isinstance(v, bool) for v in values):
+            raise ListopdError(f"{source}: grid key 'contract_aware' needs true/false; got {values!r}")
+        return list(dict.fromkeys(values))
     want_int = key in ("seed", "steps")
     if key == "lr":  # YAML 1.1 reads 1e-4 (no dot) as a string
         values = [_float_text(v) for v in values]
@@ -225,18 +234,20 @@ def load_sweep(path: str) -> Sweep:
     for block in _grid_blocks(raw.get("grid"), path):
         lists = {k: _as_list(block[k], k, f"{path}: grid") if k in block else [getattr(base_cfg, k)]
                  for k in GRID_KEYS}
-        # run order: lr, then clip_strength, steps, seed, and λ innermost (RUN_ORDER)
-        for lr, c, steps, seed, lam in itertools.product(
-                *(lists[k] for k in ("lr", "clip_strength", "steps", "seed", "reward_scale"))):
-            off_base = None if lr == base_cfg.lr else lr
-            name = run_name(lam, c, seed, steps, off_base)
+        # run order: contract_aware, lr, then clip_strength, steps, seed, and λ innermost (RUN_ORDER)
+        for aware, lr, c, steps, seed, lam in itertools.product(
+                *(lists[k] for k in ("contract_aware", "lr", "clip_strength", "steps", "seed", "reward_scale"))):
+            off_lr = None if lr == base_cfg.lr else lr
+            off_aware = None if aware == base_cfg.contract_aware else aware
+            name = run_name(lam, c, seed, steps, off_lr, off_aware)
             if name in runs:
-                if (runs[name].reward_scale, runs[name].clip_strength, runs[name].lr) != (lam, c, off_base):
+                if (runs[name].reward_scale, runs[name].clip_strength) != (lam, c):
                     raise ListopdError(f"{path}: two grid points share the run name {name}")
                 continue
             data = {**base, "reward_scale": lam, "clip_strength": c, "steps": steps, "seed": seed, "lr": lr,
-                    "out": str(out / "runs" / name), "allow_above_cliff": True}
-            runs[name] = Run(name, lam, c, steps, seed, _build_config(data, source=f"{path}: run {name}"), off_base)
+                    "contract_aware": aware, "out": str(out / "runs" / name), "allow_above_cliff": True}
+            cfg = _build_config(data, source=f"{path}: run {name}")
+            runs[name] = Run(name, lam, c, steps, seed, cfg, off_lr, off_aware)
     sweep = Sweep(path=path, raw=raw, out=out, runs=list(runs.values()), config_hash=sha256_of(raw))
     if not sweep.runs:
         raise ListopdError(f"{path}: the grid is empty")

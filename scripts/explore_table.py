@@ -6,7 +6,8 @@ and the onset of each arm by a stated rule.
 An arm is a sweep folder holding results/*.json (`listopd sweep` writes one per finished run). Per run: λ, final
 validation strict parse (sampled), its lowest value over the run's evaluations, the share of training steps
 whose rollouts parsed 0 times in 16, NDCG@1 parsed, the teacher KL k3 over the last 50 steps, and minutes of
-training (finished runs). Unfinished runs (a run folder without a result) are listed as running, with their last evaluation.
+training (finished runs). Unfinished runs (a run folder without a result) are listed as running, with their
+last evaluation.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def table(root: Path, threshold: float, drop: float | None) -> str:
         else:
             verdict = "undetermined (runs missing)"
         for i, r in enumerate(rows):
-            final = _f(r["final"]) if r["final"] is not None else f"running (step {r['steps']}, last eval {_f(r['last_eval'])})"
+            final = (_f(r["final"]) if r["final"] is not None else
+                     f"running (step {r['steps']}, last eval {_f(r['last_eval'])})")
             lines.append(
                 f"| {arm.name if i == 0 else ''} | {config.get('estimator', '') if i == 0 else ''} "
                 f"| {config.get('lr', '') if i == 0 else ''} | {config.get('clip_mode', '') if i == 0 else ''} "

@@ -21,7 +21,8 @@ KEYS = ("calibration", "onset_threshold", "onset_drop", "lambda_star_form", "min
 TEST_KEYS = {"fine_grid": ("clip", "budget"), "budget_extension": ("clip", "budgets", "rule"),
              "small_clip": ("clip", "budget"), "full_vocabulary_onset": ("clip", "budget"),
              "failure_role": ("clip", "budget", "role", "source"),
-             "contract_aware": ("clip", "budget", "ndcg_tolerance"), "lr_invariance": ("clip", "budget", "lr", "budget_at_lr", "rule"),
+             "contract_aware": ("clip", "budget", "ndcg_tolerance"),
+             "lr_invariance": ("clip", "budget", "lr", "budget_at_lr", "rule"),
              "rise_below_onset": ("warm_start_rate", "source"), "ndcg_flat": ("tolerance",)}
 RULES = ("median", "per_seed")
 

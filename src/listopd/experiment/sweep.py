@@ -24,8 +24,9 @@ The YAML file (paths in it are relative to the working directory, as in `listopd
       ...
 
 Grid: every block is a Cartesian product of its lists (`reward_scale` λ, `seed`, `clip_strength` c,
-`steps` the budget T, and optionally `lr` and `contract_aware`); a key left out takes the base value (or the OPDConfig default);
-a scalar is a list of one. The sweep is the union of the blocks: a run in two blocks runs once.
+`steps` the budget T, and optionally `lr` and `contract_aware`); a key left out takes the base value (or the
+OPDConfig default); a scalar is a list of one. The sweep is the union of the blocks: a run in two blocks runs
+once.
 
 Run order (fixed): blocks in file order; inside a block contract_aware, then lr, clip_strength, steps, seed,
 then λ (innermost, as listed). A run that appears again in a later block keeps its first place.
@@ -34,9 +35,10 @@ Run name: `lam{λ}_c{c}_s{seed}_T{steps}`, e.g. `lam1.200_c5_s0_T200` (λ with t
 needed to be exact), with `_lr{lr}` appended for a learning rate other than the base one (the lr axis of
 pre-registered test 4, e.g. `lam2.500_c5_s0_T900_lr0.0001`) and `_aware` / `_plain` for a `contract_aware`
 other than the base one (test 7); such a run's grid point carries `lr` / `contract_aware`, the others do
-not, so that the (c, T, seed) series of the tests and reports are the base's. Run folder OUT/runs/NAME/ is an ordinary `listopd opd` run folder, so an interrupted
-run resumes from its last checkpoint; the sweep adds OUT/runs/NAME/sweep_run.json holding the UTC time the
-run first started. When a run finishes, OUT/results/NAME.json is written atomically (see `result_record`).
+not, so that the (c, T, seed) series of the tests and reports are the base's.
+
+Run folder OUT/runs/NAME/ is an ordinary `listopd opd` run folder, so an interrupted run resumes from its last
+checkpoint; the sweep adds OUT/runs/NAME/sweep_run.json holding the UTC time the run first started. When a run finishes, OUT/results/NAME.json is written atomically (see `result_record`).
 Re-running the same command skips runs with a result file and resumes the others; a result or run folder
 made with a different run config is refused (move it away or restore the config).
 

@@ -10,7 +10,7 @@ teacher's log-prob tables took 1.2 s with the whole sequence and 0.22–0.27 s f
 Exactness: each prompt's keys and values are computed alone (a batch of one), whether it is new or cached, so a
 row's scores do not depend on which other rows share its batch or on what the cache held — a resumed run, which
 starts with an empty cache, scores exactly as the uninterrupted one. Against the whole-sequence forward the
-log-probs differ by float rounding (≤ 1e-5 on the tiny presets, fp32).
+log-probs differ by float rounding (≤ 2e-5 on the tiny presets, fp32: tests/test_prompt_cache.py).
 
 Storage: on the CPU (moved to the model's device per batch), under a byte budget per model; prompts past the
 budget are computed the same way and not kept. Only models whose layers all use full attention are cached

@@ -22,16 +22,12 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from listopd.train.rollout import Rollout, completion_logits, position_ids
+from listopd.train.rollout import Rollout, completion_logits, full_attention_only, position_ids
 
 
 def cacheable(model) -> bool:
-    """A model with a config whose layers all use full attention."""
-    config = getattr(model, "config", None)
-    if config is None:
-        return False
-    text = config.get_text_config(decoder=True)
-    return all(kind == "full_attention" for kind in getattr(text, "layer_types", None) or ())
+    """The models whose prompts are cached: those whose layers all use full attention."""
+    return full_attention_only(model)
 
 
 class PromptCache:

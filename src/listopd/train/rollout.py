@@ -69,16 +69,22 @@ class PreallocatedLayer(DynamicLayer):
         return self.keys, self.values
 
 
+def full_attention_only(model) -> bool:
+    """A model with a config whose layers all use full attention (not sliding-window or linear attention)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return False
+    text = config.get_text_config(decoder=True)
+    return all(kind == "full_attention" for kind in getattr(text, "layer_types", None) or ())
+
+
 def preallocated_cache(model, max_len: int) -> Cache | None:
     """A cache of PreallocatedLayer for a model whose layers all use full attention; None (the model's own
     cache) for sliding-window or linear-attention layers, or a wrapper without a config."""
-    config = getattr(model, "config", None)
-    if config is None:
+    if not full_attention_only(model):
         return None
-    text = config.get_text_config(decoder=True)
-    if any(kind != "full_attention" for kind in getattr(text, "layer_types", None) or ()):
-        return None
-    return Cache(layers=[PreallocatedLayer(max_len) for _ in range(text.num_hidden_layers)])
+    layers = model.config.get_text_config(decoder=True).num_hidden_layers
+    return Cache(layers=[PreallocatedLayer(max_len) for _ in range(layers)])
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

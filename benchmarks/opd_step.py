@@ -16,9 +16,16 @@ Sides, each in its own subprocess (separate peak memory, separate imports):
 
     listopd, listopd-bf16     the ListOPD step as `listopd.train.opd.run_opd` runs it (same calls, same order):
                               rollout.sample (KV cache) -> completion_logprobs under the teacher and the base
-                              (λ = 1.5, so the base is scored: work TRL does not do) -> student log-probs with
-                              entropy -> listopd_loss -> backward -> clip -> AdamW. `-bf16` is the trainer's
-                              bf16 option (autocast, frozen scorers held in bfloat16).
+                              (λ = 1.5, so the base is scored: work TRL does not do), from their prompt caches
+                              (the trainer's default; the 8 prompts repeat, so after the warm-up step every
+                              prompt is a hit, where a real run's first pass over its data misses) -> student
+                              log-probs with entropy -> listopd_loss -> backward -> clip -> AdamW. `-bf16` is
+                              the trainer's bf16 option (autocast, frozen scorers held in bfloat16).
+    listopd-ahead             the same step with `rollout_ahead: 1` (train/rollout_ahead.py): a worker process
+                              draws the next rollout and scores it under teacher and base while this process
+                              runs the update; each process gets half the threads. Step = one take of a
+                              rollout to the next; generate/teacher/base are the worker's own times (overlapped),
+                              "wait" the trainer's wait for it; CPU time and peak RSS count both processes.
     trl-distill[-bf16]        trl.DistillationTrainer, beta = 1 (reverse KL), fully on-policy.
     trl-gkd[-bf16]            trl.experimental.gkd.GKDTrainer, lmbda = 1 (always on-policy), beta = 1 (reverse KL).
                               Both TRL sides: use_cpu, gradient checkpointing off, dataloader workers 0, no logging
@@ -35,8 +42,9 @@ reported with the RSS right before the first step.
 
 FLOP convention (stated in the output): a forward costs 2·N FLOPs per token and a training step 6·N, with
 N = non-embedding parameters plus the LM head; the body counts every prompt and completion token, the LM head
-only the completion positions (that is all the step needs); attention's score/value products are not counted,
-so the fractions are lower bounds. Each phase's FLOP per CPU-second is compared with that of the best fp32
+only the completion positions (that is all the step needs) — except teacher and base, which run over the
+completion positions only (their prompts' keys and values come from the prompt cache, filled in the warm-up
+step); attention's score/value products are not counted, so the fractions are lower bounds. Each phase's FLOP per CPU-second is compared with that of the best fp32
 (and bf16) GEMM this machine ran at the same thread count (`matmul` rows of the result).
 """
 
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -57,7 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BATCH, NEW_TOKENS, LR, REWARD_SCALE, CLIP = 8, 64, 1e-5, 1.5, 5.0
 PAIRS = {"tiny": ("tiny-student", "tiny-teacher"), "small": ("tiny-teacher", "small-teacher")}
 SEEDS = {"tiny-student": 1, "tiny-teacher": 2, "small-teacher": 3}
-SIDES = ("listopd", "listopd-bf16", "trl-distill", "trl-distill-bf16", "trl-gkd", "trl-gkd-bf16")
+SIDES = ("listopd", "listopd-bf16", "listopd-ahead", "trl-distill", "trl-distill-bf16", "trl-gkd", "trl-gkd-bf16")
 
 
 # ------------------------------------------------------------------------------------------ workspace
@@ -126,7 +135,8 @@ def model_flops_params(folder: Path) -> dict:
 # ------------------------------------------------------------------------------------------ workers
 
 def worker_matmul(args) -> dict:
-    """fp32 and bf16 GEMM throughput at the models' layer shapes and one big square."""
+    """fp32 (and, when a bf16 side runs, bf16) GEMM throughput at the models' layer shapes and one big square
+    (a CPU without native bf16 takes minutes over the bf16 GEMMs)."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -140,7 +150,7 @@ def worker_matmul(args) -> dict:
         shapes[f"{name} LM head [{BATCH * NEW_TOKENS}x{h}]·[{h}x{v}]"] = (BATCH * NEW_TOKENS, h, v)
     out = []
     for name, (m, k, n) in shapes.items():
-        for dtype in (torch.float32, torch.bfloat16):
+        for dtype in (torch.float32, torch.bfloat16) if any(s.endswith("-bf16") for s in args.sides) else (torch.float32,):
             a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
             reps = max(1, int(2e9 / (2 * m * k * n)))
             for _ in range(2):
@@ -159,15 +169,39 @@ def worker_matmul(args) -> dict:
     return {"matmul": out}
 
 
+def update(accelerator, student, optimizer, rollout, lp_teacher, lp_base, **loss_options) -> float:
+    """The ListOPD update on one rollout (student log-probs with entropy -> listopd_loss -> backward -> clip ->
+    AdamW); returns the completion-token count."""
+    from listopd.core.loss import listopd_loss
+    from listopd.train.rollout import completion_logprobs
+
+    n_tokens = float(rollout.completion_mask.sum())
+    student.train()
+    with accelerator.autocast():
+        lp_new, _ = completion_logprobs(student, rollout, with_entropy=True)
+    out = listopd_loss(lp_new, lp_new.detach(), lp_teacher, lp_base, rollout.completion_mask,
+                       reward_scale=REWARD_SCALE, clip_strength=CLIP, lp_sampler=rollout.sampler_logprobs,
+                       num_tokens=n_tokens, **loss_options)
+    accelerator.backward(out.loss)
+    accelerator.clip_grad_norm_(student.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    float(out.loss)
+    return n_tokens
+
+
 def worker_listopd(args) -> dict:
     """The ListOPD step, phase by phase, exactly as `run_opd` runs it (batch = micro-batch = 8)."""
     import torch
 
-    from listopd.core.loss import listopd_loss
     from listopd.train.models import load_frozen, load_model, load_tokenizer
+    from listopd.train.prompt_cache import PromptCache
     from listopd.train.rollout import completion_logprobs, sample
     from listopd.train.distributed import make_accelerator
     from listopd.train.optim import make_optimizer
+
+    if args.side == "listopd-ahead":
+        return worker_listopd_ahead(args)
 
     torch.set_num_threads(args.threads)
     bf16 = args.side.endswith("-bf16")
@@ -184,9 +218,11 @@ def worker_listopd(args) -> dict:
     prompts = load_prompts(args.work)["ids"]
     NO_STOP = -1  # no token id is -1: every row samples exactly NEW_TOKENS tokens
 
+    caches = {id(m): PromptCache(m, 4096) for m in (teacher, base)}
+
     def score(model, roll):
         with torch.no_grad(), accelerator.autocast():
-            return completion_logprobs(model, roll)
+            return completion_logprobs(model, roll, prompt_cache=caches[id(model)])
 
     rss_before = rss_mib()
     phases = {k: [] for k in ("generate", "teacher", "base", "update", "step")}
@@ -200,18 +236,7 @@ def worker_listopd(args) -> dict:
         t2 = clock()
         lp_base = score(base, rollout)
         t3 = clock()
-        n_tokens = float(rollout.completion_mask.sum())
-        student.train()
-        with accelerator.autocast():
-            lp_new, entropy = completion_logprobs(student, rollout, with_entropy=True)
-        out = listopd_loss(lp_new, lp_new.detach(), lp_teacher, lp_base, rollout.completion_mask,
-                           reward_scale=REWARD_SCALE, clip_strength=CLIP, lp_sampler=rollout.sampler_logprobs,
-                           num_tokens=n_tokens)
-        accelerator.backward(out.loss)
-        accelerator.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        float(out.loss)
+        n_tokens = update(accelerator, student, optimizer, rollout, lp_teacher, lp_base)
         t4 = clock()
         for k, (a, b) in zip(phases, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t0, t4))):
             phases[k].append((b[0] - a[0], b[1] - a[1]))
@@ -219,6 +244,61 @@ def worker_listopd(args) -> dict:
     return {**medians(phases, args.warmup), "completion_tokens": BATCH * NEW_TOKENS,
             "prompt_tokens": sum(len(p) for p in prompts), "prompt_width": max(len(p) for p in prompts),
             "rss_before_mib": rss_before, "peak_rss_mib": peak_rss_mib()}
+
+
+def worker_listopd_ahead(args) -> dict:
+    """The pipelined step (rollout_ahead 1, fp32): the worker draws and scores, this process updates."""
+    import torch
+
+    from listopd.train.models import load_frozen, load_model, load_tokenizer
+    from listopd.train.rollout_ahead import RolloutAhead, Scoring
+    from listopd.train.distributed import make_accelerator
+    from listopd.train.optim import make_optimizer
+
+    threads = max(1, args.threads // 2)
+    torch.set_num_threads(threads)
+    student_dir, teacher_dir = (args.work / m for m in PAIRS[args.pair])
+    accelerator = make_accelerator(False)
+    tokenizer = load_tokenizer(student_dir)
+    student = load_model(student_dir)
+    teacher, base = load_frozen(teacher_dir), load_frozen(student_dir)
+    optimizer = make_optimizer(student, LR, 0.0)
+    student, optimizer = accelerator.prepare(student, optimizer)
+    prompts = load_prompts(args.work)["ids"]
+    ahead = RolloutAhead(accelerator.unwrap_model(student), teacher, base, seed=0, threads=threads,
+                         scoring=Scoring(BATCH, tables=False, prompt_cache_mb=4096, bf16=False),
+                         max_new_tokens=NEW_TOKENS, eos_id=-1, pad_id=tokenizer.pad_token_id)
+    clock_ticks = os.sysconf("SC_CLK_TCK")
+
+    def both_clock() -> tuple[float, float]:  # wall, CPU of this process and of the worker
+        fields = Path(f"/proc/{ahead._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        wall, cpu = clock()
+        return wall, cpu + (int(fields[11]) + int(fields[12])) / clock_ticks  # utime, stime
+
+    rss_before = rss_mib()
+    phases = {k: [] for k in ("wait", "update", "step")}
+    with ahead:
+        ahead.submit(accelerator.unwrap_model(student), prompts)
+        for _ in range(args.warmup + args.steps):
+            t0 = both_clock()
+            drawn = ahead.take()
+            t1 = both_clock()
+            ahead.submit(accelerator.unwrap_model(student), prompts)  # the next rollout, drawn during the update
+            rollout = drawn.rollout.rows(slice(None))
+            n_tokens = update(accelerator, student, optimizer, rollout, drawn.teacher[0], drawn.base[0],
+                              rollout_is_cap=2.0)
+            t2 = both_clock()
+            for k, (a, b) in zip(phases, ((t0, t1), (t1, t2), (t0, t2))):
+                phases[k].append((b[0] - a[0], b[1] - a[1]))
+        ahead.take()
+        worker_peak = next(int(line.split()[1]) for line in Path(f"/proc/{ahead._process.pid}/status").read_text()
+                           .splitlines() if line.startswith("VmHWM:")) / 1024
+    assert rollout.completion_mask.shape == (BATCH, NEW_TOKENS) and n_tokens == BATCH * NEW_TOKENS
+    return {**medians(phases, args.warmup), "completion_tokens": BATCH * NEW_TOKENS,
+            "prompt_tokens": sum(len(p) for p in prompts), "prompt_width": max(len(p) for p in prompts),
+            # both processes' high-water marks (the shared teacher and base pages count in both)
+            "rss_before_mib": rss_before, "peak_rss_mib": peak_rss_mib() + worker_peak,
+            "threads_per_process": threads}
 
 
 def worker_trl(args) -> dict:
@@ -312,7 +392,8 @@ def worker_trl(args) -> dict:
 
 def run_worker(args, side: str, pair: str | None) -> dict:
     cmd = [sys.executable, __file__, "--worker", side, "--work", str(args.work), "--threads", str(args.threads),
-           "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--pair", pair] if pair else [])
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--sides", *args.sides] + (
+        ["--pair", pair] if pair else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": str(args.threads), "TRANSFORMERS_VERBOSITY": "error"}
     t = time.time()
@@ -333,12 +414,16 @@ def phase_flops(params_s: dict, params_t: dict, prompt_tokens: int, completion_t
     def fwd(p):
         return 2 * (p["n_body"] * all_tokens + p["n_head"] * completion_tokens)
 
-    return {"generate": fwd(params_s), "teacher": fwd(params_t), "base": fwd(params_s),
+    def cached_fwd(p):  # prompt keys and values from the cache: the body runs over the completion positions only
+        return 2 * (p["n_body"] + p["n_head"]) * completion_tokens
+
+    return {"generate": fwd(params_s), "teacher": cached_fwd(params_t), "base": cached_fwd(params_s),
             "update": 3 * fwd(params_s)}
 
 
 def summarise(args, results: dict, matmul: list) -> dict:
-    peak = {d: max(m["gflops_per_cpu_s"] for m in matmul if m["dtype"] == d) for d in ("float32", "bfloat16")}
+    peak = {d: max((m["gflops_per_cpu_s"] for m in matmul if m["dtype"] == d), default=math.nan)
+            for d in ("float32", "bfloat16")}
     pairs = {}
     for pair, sides in results.items():
         s_name, t_name = PAIRS[pair]
@@ -351,7 +436,7 @@ def summarise(args, results: dict, matmul: list) -> dict:
         best_ours = min(ours, key=lambda k: ours[k]["phases"]["step"]) if ours else None
         for name, r in sides.items():
             r["tokens_per_s"] = r["completion_tokens"] / r["phases"]["step"]
-            if name.startswith("listopd"):
+            if name.startswith("listopd") and "generate" in r["phases"]:  # the pipelined side overlaps them
                 dtype = "bfloat16" if name.endswith("-bf16") else "float32"
                 r["gflops_per_s"] = {k: flops[k] / r["phases"][k] / 1e9 for k in flops}
                 r["gflops_per_cpu_s"] = {k: flops[k] / r["cpu_phases"][k] / 1e9 for k in flops}
@@ -407,7 +492,8 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {pair} | {name} | {cell('step')} | {cell('generate')} | {cell('teacher')} | "
                          f"{cell('base')} | {cell('update')} | {r['tokens_per_s']:.0f} | "
                          f"{r['peak_rss_mib']:.0f} ({r['rss_before_mib']:.0f}) | {ratio} |")
-    lines += ["", f"Matmul peak measured here: fp32 {peak['float32']:.0f}, bf16 {peak['bfloat16']:.0f} GFLOP per "
+    bf16_peak = "not measured (no bf16 side)" if math.isnan(peak["bfloat16"]) else f"{peak['bfloat16']:.0f}"
+    lines += ["", f"Matmul peak measured here: fp32 {peak['float32']:.0f}, bf16 {bf16_peak} GFLOP per "
                   "CPU-second (best of the GEMMs in the JSON). Achieved FLOP/s of the ListOPD phases "
               "(2·N per token forward, 6·N training; N = non-embedding params + LM head; attention products "
               "not counted); the fractions compare FLOP per CPU-second with the GEMM's, so that time the cores "

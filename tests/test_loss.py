@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from listopd.util.errors import DomainError
-from listopd.core.loss import extrapolated_advantage, listopd_loss
+from listopd.core.loss import extrapolated_advantage, listopd_expected_loss, listopd_loss
 
 
 
@@ -203,6 +203,43 @@ def test_truncated_is_weights_cap_the_sampler_ratio():
                        clip_mode="truncated_is")
     out.loss.backward()
     assert torch.allclose(x.grad, torch.full((1, 3), -adv / 3)) and out.stats["cap_bind_frac"] == 0
+
+
+def test_stale_rollout_weights_cap_the_sampler_ratio_under_any_clip_mode():
+    """rollout_is_cap (rollout_ahead): the same truncated-IS weight as truncated_is, on top of the teacher cap,
+    with its own statistics; the cap's own binding fraction still describes the teacher cap."""
+    lp_old = torch.log(torch.tensor([[0.5, 0.5, 0.5]]))
+    lp_sampler = torch.log(torch.tensor([[0.5, 0.05, 0.4]]))  # IS ratios 1, 10, 1.25
+    x = lp_old.clone().requires_grad_(True)
+    lp_t = torch.log(torch.tensor([[0.6, 0.6, 0.6]]))
+    out = listopd_loss(x, lp_old, lp_t, lp_t, torch.ones(1, 3), reward_scale=1.0, clip_strength=5.0,
+                       clip_mode="teacher_ratio", lp_sampler=lp_sampler, rollout_is_cap=2.0)
+    out.loss.backward()
+    adv = (lp_t - lp_old)[0, 0].item()
+    assert torch.allclose(x.grad, -adv * torch.tensor([[1.0, 2.0, 1.25]]) / 3)
+    assert out.stats["cap_bind_frac"] == 0  # the teacher ratio 1.2 is below c = 5
+    assert out.stats["is_cap_frac"] == pytest.approx(1 / 3)
+    assert out.stats["is_weight_mean"] == pytest.approx((1 + 2 + 1.25) / 3)
+    log_r = torch.log(torch.tensor([1.0, 10.0, 1.25]))
+    assert out.stats["sampler_kl_k3"] == pytest.approx(float((log_r.exp() - 1 - log_r).mean()))
+    # without a cap the loss is the synchronous one, and no staleness is logged
+    x.grad = None
+    out = listopd_loss(x, lp_old, lp_t, lp_t, torch.ones(1, 3), reward_scale=1.0, lp_sampler=lp_sampler)
+    out.loss.backward()
+    assert torch.allclose(x.grad, torch.full((1, 3), -adv / 3)) and "is_weight_mean" not in out.stats
+
+
+def test_expected_estimator_logs_staleness_without_weighting():
+    torch.manual_seed(0)
+    table = torch.log_softmax(torch.randn(2, 3, 5), -1)
+    teacher, base = torch.log_softmax(torch.randn(2, 3, 5), -1), torch.log_softmax(torch.randn(2, 3, 5), -1)
+    tokens, mask = torch.randint(0, 5, (2, 3)), torch.ones(2, 3)
+    lp_sampler = table.gather(-1, tokens[..., None]).squeeze(-1) - 0.3  # the sampler gave each token less
+    kw = dict(reward_scale=1.5, clip_strength=5.0)
+    plain = listopd_expected_loss(table, teacher, base, tokens, mask, **kw)
+    stale = listopd_expected_loss(table, teacher, base, tokens, mask, lp_sampler=lp_sampler, rollout_is_cap=2.0, **kw)
+    assert torch.equal(plain.loss, stale.loss)
+    assert stale.stats["is_weight_mean"] == pytest.approx(float(torch.tensor(0.3).exp()))
 
 
 def test_dual_clip_bounds_negative_advantage_loss():

@@ -153,3 +153,19 @@ def test_opd_resume_with_another_teacher_refused(world, tmp_path):
         run_opd(dc_replace(cfg, steps=4, teacher=world.eos_student), quiet=True)
     assert "\n" not in str(e.value)
     assert run_opd(dc_replace(cfg, steps=3), quiet=True)["steps"] == 3  # the same run continues
+
+
+def test_an_option_newer_than_the_checkpoint_resumes_at_its_default(world, tmp_path):
+    """A checkpoint written before an option existed (its identity lacks the key) resumes when the option is at
+    its default, and is refused when it is not (the option would change the run)."""
+    from dataclasses import replace as dc_replace
+
+    cfg = opd_config(world, tmp_path / "run", steps=2, save_every=2)
+    run_opd(cfg, quiet=True)
+    state_file = tmp_path / "run" / "checkpoints" / "step-0000002" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["run"]["options"]["rollout_ahead"], state["run"]["options"]["rollout_is_cap"]
+    state_file.write_text(json.dumps(state))  # the hashes cover the other files, not state.json itself
+    with pytest.raises(ListopdError, match="rollout_ahead None → 1"):
+        run_opd(dc_replace(cfg, steps=3, rollout_ahead=1), quiet=True)
+    assert run_opd(dc_replace(cfg, steps=3), quiet=True)["steps"] == 3

@@ -41,6 +41,12 @@ Clip strength c > 1, by `clip_mode`:
 
   "none"           no cap: A_t as above, plain PPO surrogate.
 
+Stale rollouts (`rollout_is_cap`, the trainer's `rollout_ahead: 1`): the rollout was drawn by the previous
+step's student, so each token's loss is weighted by the truncated importance ratio between the current student
+and the sampler, w_t = min(exp(lp_old − lp_sampler), rollout_is_cap) (detached), whatever the clip mode; the
+expected estimator needs no such weight (its sum over the vocabulary is taken under the current student) and
+only logs it. Logged: is_weight_mean, is_cap_frac and the sampler→trainer KL on the samples (sampler_kl_k3).
+
 Contract-aware extrapolation (`keep`, issue 19): λ applies only to tokens that keep the output contract at
 their prefix; a token that breaks it gets the plain OPD advantage (λ = 1), A_t = lp_t − lp_old, so
 extrapolation never boosts a contract-breaking token. Its fixed point per position: q(y) ∝ π_T(y)^λ·π_B(y)^(1−λ)
@@ -114,12 +120,13 @@ def listopd_loss(lp_new: torch.Tensor, lp_old: torch.Tensor, lp_teacher: torch.T
                  eps_low: float = 0.2, eps_high: float = 0.2,
                  lp_sampler: torch.Tensor | None = None,
                  num_tokens: float | torch.Tensor | None = None,
-                 keep: torch.Tensor | None = None) -> LossOutput:
+                 keep: torch.Tensor | None = None, rollout_is_cap: float | None = None) -> LossOutput:
     """The ListOPD loss for one (micro-)batch of sampled tokens; see the module docstring.
 
     All tensors are [B, T] log-probs of the sampled tokens; `mask` is 1 on completion tokens (or float
     weights). `num_tokens` is the normaliser (default: mask.sum() of this batch). `keep` (bool [B, T]):
-    contract-aware extrapolation — tokens where it is False get λ = 1.
+    contract-aware extrapolation — tokens where it is False get λ = 1. `rollout_is_cap` (with `lp_sampler`):
+    the rollout is stale, weight each token by min(π_old/π_sampler, rollout_is_cap).
     """
     check_loss_args(reward_scale, clip_strength, clip_mode, eps_low, eps_high)
     if keep is not None:
@@ -140,22 +147,30 @@ def listopd_loss(lp_new: torch.Tensor, lp_old: torch.Tensor, lp_teacher: torch.T
         surrogate = torch.where(adv < 0, torch.maximum(surrogate, clip_strength * adv), surrogate)
         cap_binds = dual_binds
 
-    weights = torch.ones_like(lp_old)
+    weights, stale = torch.ones_like(lp_old), None
     if clip_mode == "truncated_is" and lp_sampler is not None:
-        is_ratio = torch.exp(lp_old - lp_sampler.detach())
-        cap_binds = is_ratio > clip_strength
-        weights = is_ratio.clamp(max=clip_strength)
+        weights, cap_binds = _truncated_is(lp_old, lp_sampler, clip_strength)
+    elif rollout_is_cap is not None and lp_sampler is not None:
+        weights, is_binds = _truncated_is(lp_old, lp_sampler, rollout_is_cap)
+        stale = (weights, is_binds, lp_old - lp_sampler.detach())
 
     per_token = -weights * surrogate
     if num_tokens is None:
         num_tokens = mask.sum()
     loss = (per_token * mask).sum() / torch.as_tensor(num_tokens, dtype=lp_new.dtype).clamp(min=1e-12)
     return LossOutput(loss=loss, advantages=adv, stats=_stats(adv, cap_binds, ppo_clipped, mask,
-                                                               lp_teacher, lp_old))
+                                                               lp_teacher, lp_old, stale))
 
 
-def _stats(adv, cap_binds, ppo_clipped, mask, lp_teacher, lp_old) -> dict[str, float]:
-    """Masked summaries: advantage moments, clip fractions, teacher KL estimators on the samples."""
+def _truncated_is(lp_old: torch.Tensor, lp_sampler: torch.Tensor, cap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min(π_old/π_sampler, cap), where the cap binds), detached."""
+    ratio = torch.exp(lp_old - lp_sampler.detach())
+    return ratio.clamp(max=cap), ratio > cap
+
+
+def _stats(adv, cap_binds, ppo_clipped, mask, lp_teacher, lp_old, stale=None) -> dict[str, float]:
+    """Masked summaries: advantage moments, clip fractions, teacher KL estimators on the samples; with a
+    stale rollout (weights, where their cap binds, log π_old/π_sampler), the staleness."""
     with torch.no_grad():
         on = mask > 0
         n = int(on.sum())
@@ -163,7 +178,13 @@ def _stats(adv, cap_binds, ppo_clipped, mask, lp_teacher, lp_old) -> dict[str, f
             return {"tokens": 0.0}
         a = adv[on].double()
         log_r = (lp_teacher - lp_old)[on].double()  # log π_T/π_S on student samples
-        return {
+        staleness = {}
+        if stale is not None:
+            weights, binds, log_is = (x[on].double() for x in stale)
+            # KL(π_sampler || π_old) on the sampler's samples: k3 with r = π_old/π_sampler
+            staleness = {"is_weight_mean": float(weights.mean()), "is_cap_frac": float(binds.mean()),
+                         "sampler_kl_k3": float((torch.expm1(log_is) - log_is).mean())}
+        return {**staleness,
             "tokens": float(n),
             "adv_mean": float(a.mean()), "adv_std": float(a.std(unbiased=False)),
             "adv_min": float(a.min()), "adv_max": float(a.max()),
@@ -180,7 +201,8 @@ def listopd_expected_loss(table_new: torch.Tensor, table_teacher: torch.Tensor, 
                           clip_strength: float = 5.0, clip_mode: str = "teacher_ratio",
                           eps_low: float = 0.2, eps_high: float = 0.2,
                           num_tokens: float | torch.Tensor | None = None,
-                          keep: torch.Tensor | None = None) -> LossOutput:
+                          keep: torch.Tensor | None = None, lp_sampler: torch.Tensor | None = None,
+                          rollout_is_cap: float | None = None) -> LossOutput:
     """The ListOPD loss with the sampled token at each position replaced by its expectation under the
     student (a Rao–Blackwellised estimator).
 
@@ -193,6 +215,8 @@ def listopd_expected_loss(table_new: torch.Tensor, table_teacher: torch.Tensor, 
     gradient); `tokens` [B, T] are the sampled ids, used only for the logged statistics, which describe
     the sampled tokens as in `listopd_loss`. Valid for one optimiser step per rollout (ratio 1).
     `keep` (bool [B, T, V]): contract-aware extrapolation, λ only on the tokens that keep the contract.
+    `lp_sampler`, `rollout_is_cap` (a stale rollout): logged only — the sum over the vocabulary is already
+    under the current student, so the sampled token needs no importance weight.
     """
     if clip_mode == "truncated_is":
         raise ValueError("the expected estimator has no sampler mismatch to correct: use another clip_mode")
@@ -209,5 +233,6 @@ def listopd_expected_loss(table_new: torch.Tensor, table_teacher: torch.Tensor, 
     pick = lambda x: x.detach().gather(-1, tokens[..., None]).squeeze(-1)  # noqa: E731
     lp = pick(table_new)
     sampled = listopd_loss(lp, lp, pick(table_teacher), pick(table_base), mask, **kwargs,
-                           keep=None if keep is None else pick(keep[..., :width]))
+                           keep=None if keep is None else pick(keep[..., :width]), lp_sampler=lp_sampler,
+                           rollout_is_cap=rollout_is_cap)
     return LossOutput(loss=full.loss, advantages=sampled.advantages, stats=sampled.stats)

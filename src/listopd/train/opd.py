@@ -11,6 +11,9 @@ One step (`listopd_step`):
      `estimator: expected`, `listopd_expected_loss` applies the same loss to every vocabulary entry at each
      sampled prefix, weighted by the student's probability (docs/method.md#estimators);
   4. AdamW step with gradient clipping; `ppo_epochs` > 1 reuses the rollout (then the PPO ratio matters).
+With `rollout_ahead: 1` steps 1 and 2 are done ahead by a worker process (sampling from the previous step's
+weights, then the frozen models' scoring) while the trainer updates (train/rollout_ahead.py); the loss then
+weights the stale tokens (`rollout_is_cap`).
 With the sampled estimator only the [batch, completion] log-probs of the sampled tokens are kept;
 [batch, completion, vocab] logits exist inside one micro-batch's forward only. The expected estimator keeps
 [micro-batch, completion, vocab] log-prob tables of the teacher and the base for one step.
@@ -51,8 +54,11 @@ from listopd.train.keeping import KeepingMasks
 from listopd.train.frozen_pool import FrozenPool
 from listopd.train.prompt_cache import PromptCache
 from listopd.train.role_mass import RoleProbe
-from listopd.train.rollout import completion_logprob_table, completion_logprobs, sample, warn_if_truncated_sampling
+from listopd.train.rollout import (completion_logprob_table, completion_logprobs, micro_batches, sample,
+                                   warn_if_truncated_sampling)
+from listopd.train.rollout_ahead import RolloutAhead, Scored, Scoring
 from listopd.train.scaffold import TrainingRun, check_finite
+from listopd.util.config import field_defaults, require
 
 
 @dataclass
@@ -87,20 +93,24 @@ class Scorers:
 
 
 def listopd_step(cfg: OPDConfig, run: TrainingRun, scorers: Scorers, prompts: list[list[int]], step: int,
-                 generator: torch.Generator, eos_id: int, pad_id: int, contracts=None):
+                 generator: torch.Generator, eos_id: int, pad_id: int, contracts=None, drawn: Scored | None = None):
     """One ListOPD step on a batch of prompts (and their contracts, for contract-aware extrapolation):
-    sample → score → loss → update. Returns (rollout, summed loss statistics, summed entropy, gradient norm)."""
+    sample → score → loss → update; `drawn`: the batch's rollout drawn and scored by the rollout_ahead worker,
+    instead of steps 1 and 2. Returns (rollout, summed loss statistics, summed entropy, gradient norm)."""
     student, accelerator = run.model, run.accelerator
     # 1. sample from the student, then split into micro-batches (each trimmed to its longest completion)
-    rollout = sample(run.unwrapped, prompts, max_new_tokens=cfg.max_new_tokens, eos_id=eos_id, pad_id=pad_id,
-                     generator=generator, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
+    rollout = drawn.rollout if drawn else sample(
+        run.unwrapped, prompts, max_new_tokens=cfg.max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+        generator=generator, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
     rollout = rollout.rows(slice(None))
-    micro = [rollout.rows(slice(i, i + cfg.micro_batch_size)) for i in range(0, len(prompts), cfg.micro_batch_size)]
+    micro = micro_batches(rollout, cfg.micro_batch_size)
     # 2. score: teacher and base (sampled tokens, or whole log-prob tables for the expected estimator), π_old
     frozen_scorer = completion_logprob_table if cfg.estimator == "expected" else completion_logprobs
-    lp_teacher = [_score(run, scorers.teacher, m, frozen_scorer, scorers.teacher_cache) for m in micro]
-    lp_base = [_score(run, scorers.base, m, frozen_scorer, scorers.base_cache) if scorers.base is not None
-               else torch.zeros_like(lp_teacher[j]) for j, m in enumerate(micro)]
+    lp_teacher = drawn.teacher if drawn else [_score(run, scorers.teacher, m, frozen_scorer, scorers.teacher_cache)
+                                              for m in micro]
+    lp_base = drawn.base if drawn and drawn.base is not None else [
+        _score(run, scorers.base, m, frozen_scorer, scorers.base_cache) if scorers.base is not None
+        else torch.zeros_like(lp_teacher[j]) for j, m in enumerate(micro)]
     lp_old = [_score(run, run.unwrapped, m) for m in micro] if cfg.ppo_epochs > 1 else None
     keep = [scorers.keeping(contracts[i:i + cfg.micro_batch_size], m.completion_ids, m.completion_mask,
                             full=cfg.estimator == "expected")
@@ -138,14 +148,15 @@ def _micro_batch_loss(cfg: OPDConfig, run: TrainingRun, m, lp_teacher, lp_base, 
                       keep=None):
     """(LossOutput, per-token entropy) of one micro-batch under the current student."""
     loss_args = dict(reward_scale=cfg.reward_scale, clip_strength=cfg.clip_strength, clip_mode=cfg.clip_mode,
-                     eps_low=cfg.eps_low, eps_high=cfg.eps_high, num_tokens=normaliser, keep=keep)
+                     eps_low=cfg.eps_low, eps_high=cfg.eps_high, num_tokens=normaliser, keep=keep,
+                     rollout_is_cap=cfg.rollout_is_cap if cfg.rollout_ahead else None)  # stale rollouts
     if cfg.estimator == "expected":
         with run.accelerator.autocast():
             table = completion_logprob_table(run.model, m)
         with torch.no_grad():
             entropy = -(table.exp() * table).sum(-1) * m.completion_mask
         return listopd_expected_loss(table, lp_teacher, lp_base, m.completion_ids, m.completion_mask,
-                                     **loss_args), entropy
+                                     lp_sampler=m.sampler_logprobs, **loss_args), entropy
     with run.accelerator.autocast():
         lp_new, entropy = completion_logprobs(run.model, m, with_entropy=True)
     old = lp_old if lp_old is not None else lp_new.detach()
@@ -161,6 +172,8 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
     cliff = cliff_check(cfg)
     warn_if_truncated_sampling(cfg.temperature, cfg.top_p, cfg.top_k)
     run = TrainingRun(cfg.out, seed=cfg.seed, threads=cfg.threads, bf16=cfg.bf16, batch_size=cfg.batch_size)
+    require(not cfg.rollout_ahead or run.world == 1, "rollout_ahead needs a single process (its worker is a "
+            "second process beside it); under accelerate launch use rollout_ahead 0")
     tokenizer = load_tokenizer(cfg.student)
     check_same_vocabulary(tokenizer, load_tokenizer(cfg.teacher), load_tokenizer(cfg.base) if cfg.base else None)
     tasks = read_tasks(cfg.tasks)
@@ -186,7 +199,7 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
     start_step, trainer_state, rng = run.resume(student, optimizer, scheduler, generator,
                                                 config=dataclasses.asdict(cfg),
                                                 path_keys=("student", "teacher", "base", "tasks", "val_tasks",
-                                                           "calibration"))
+                                                           "calibration"), defaults=field_defaults(OPDConfig))
     guard = ParseRateGuard(cfg.guard_margin, cfg.guard_window, trainer_state.get("guard"))
     if len(rng.get("generators") or []) == run.world:  # each rank's own sampling stream (same world size)
         generator.set_state(rng["generators"][run.rank].clone())
@@ -200,38 +213,58 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
         states = [s.clone() for s in run.accelerator.gather(generator.get_state().to(run.device)[None]).cpu()] \
             if run.world > 1 else None
         best = guard.best_step  # keep the checkpoint the guard would fall back to
-        run.save(step, rng={**ckpt.rng_state(generator), "generators": states}, trainer_state={"guard": guard.state},
+        in_flight = {"rollout_ahead": ahead.state()} if ahead else {}  # the next step's rollout, drawn already
+        run.save(step, rng={**ckpt.rng_state(generator), "generators": states, **in_flight},
+                 trainer_state={"guard": guard.state},
                  protect=None if best is None else ckpt.step_at_or_before(run.run_dir, best, verified=False))
+
+    def batch(step: int) -> list[int]:
+        return shard(batch_indices(len(tasks), cfg.batch_size, step, cfg.seed), run.rank, run.world)
 
     # train
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"opd λ={cfg.reward_scale:g}",
                disable=quiet or not run.is_main, dynamic_ncols=True)
     step, t0 = start_step, time.time()
     stop_reason = guard.stopped or "steps"  # a run the guard stopped stays stopped when re-run
-    while step < cfg.steps and stop_reason == "steps":
-        rows = shard(batch_indices(len(tasks), cfg.batch_size, step, cfg.seed), run.rank, run.world)
-        rollout, stats_sum, entropy_sum, grad_norm = listopd_step(
-            cfg, run, scorers, [prompts[i] for i in rows], step, generator, tokenizer.eos_token_id,
-            tokenizer.pad_token_id, contracts=[contracts[i] for i in rows])
-        scheduler.step()
-        step += 1
-        parsed = [contracts[i].check(t).ok for i, t in zip(rows, decode_completions(tokenizer, rollout))]
-        record = step_record(run.accelerator, step, stats_sum=stats_sum, entropy_sum=entropy_sum, parsed=parsed,
-                             rollout=rollout, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm,
-                             elapsed_s=round(time.time() - t0, 2))
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-            record.update(run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens,
-                                       temperature=cfg.eval_temperature))
-            record.update(probe.measure(run.unwrapped) if probe else {})
-        run.log(record)
-        bar.update(1)
-        bar.set_postfix(parse=f"{record['rollout_parse_rate']:.2f}", kl=f"{record['teacher_kl_k3']:.3f}")
-        if guard.update(step, record["rollout_parse_rate"]):
-            stop_reason = guard.stopped
-            save(step)
-            break
-        if step % cfg.save_every == 0:
-            save(step)
+    ahead = RolloutAhead(
+        run.unwrapped, scorers.teacher, scorers.base, seed=cfg.seed * 1000, threads=cfg.sampler_threads,
+        scoring=Scoring(cfg.micro_batch_size, cfg.estimator == "expected", cfg.prompt_cache_mb, cfg.bf16),
+        max_new_tokens=cfg.max_new_tokens, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+    ) if cfg.rollout_ahead and step < cfg.steps and stop_reason == "steps" else None
+    if ahead and not ahead.restore(rng.get("rollout_ahead")):  # a new run draws its first rollout now
+        ahead.submit(run.unwrapped, [prompts[i] for i in batch(step)])
+    try:
+        while step < cfg.steps and stop_reason == "steps":
+            rows = batch(step)
+            drawn = ahead.take() if ahead else None  # drawn from the previous step's weights, and scored
+            if ahead and step + 1 < cfg.steps:
+                ahead.submit(run.unwrapped, [prompts[i] for i in batch(step + 1)])  # drawn while this step updates
+            rollout, stats_sum, entropy_sum, grad_norm = listopd_step(
+                cfg, run, scorers, [prompts[i] for i in rows], step, generator, tokenizer.eos_token_id,
+                tokenizer.pad_token_id, contracts=[contracts[i] for i in rows], drawn=drawn)
+            scheduler.step()
+            step += 1
+            parsed = [contracts[i].check(t).ok for i, t in zip(rows, decode_completions(tokenizer, rollout))]
+            record = step_record(run.accelerator, step, stats_sum=stats_sum, entropy_sum=entropy_sum, parsed=parsed,
+                                 rollout=rollout, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm,
+                                 elapsed_s=round(time.time() - t0, 2))
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                record.update(run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens,
+                                           temperature=cfg.eval_temperature))
+                record.update(probe.measure(run.unwrapped) if probe else {})
+            run.log(record)
+            bar.update(1)
+            bar.set_postfix(parse=f"{record['rollout_parse_rate']:.2f}", kl=f"{record['teacher_kl_k3']:.3f}")
+            if guard.update(step, record["rollout_parse_rate"]):
+                stop_reason = guard.stopped
+                save(step)
+                break
+            if step % cfg.save_every == 0:
+                save(step)
+    finally:
+        if ahead:
+            ahead.close()  # frees its core for the final evaluation
     bar.close()
     # save and clean up
     if step % cfg.save_every and stop_reason == "steps":
@@ -241,8 +274,9 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
     restored = {"final_from_step": run.restore_weights(guard.best_step)} if stopped else {}
     final = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens, temperature=cfg.eval_temperature)
     final.update(probe.measure(run.unwrapped) if probe else {})
+    pipeline = {"rollout_ahead": {"wait_s": round(ahead.wait_s, 2)}} if ahead else {}  # the trainer's waits
     summary = run.finish(tokenizer, {"steps": step, "stop_reason": stop_reason, **restored, **cliff, **final,
-                                        "prompt_cache": scorers.cache_stats()})
+                                        "prompt_cache": scorers.cache_stats(), **pipeline})
     if stopped and not quiet:
         print(stop_reason + (f"; final/ is step {restored['final_from_step']}'s checkpoint"
                              if restored["final_from_step"] is not None else "; no checkpoint before the drop"))

@@ -46,6 +46,14 @@ class OPDConfig:
     temperature: float = option(1.0, "sampling temperature (1: unbiased)")
     top_p: float = option(1.0, "nucleus sampling (1: off)")
     top_k: int = option(0, "top-k sampling (0: off)", at_least=0)
+    rollout_ahead: int = option(0, "0: each step samples its rollout from the current student; 1: a sampler "
+                                   "process on its own core draws the next step's rollout from this step's weights "
+                                   "while this step scores and updates (one step off-policy, corrected as "
+                                   "rollout_is_cap says; train/rollout_ahead.py)", at_least=0)
+    rollout_is_cap: float = option(2.0, "with rollout_ahead 1 and the sampled estimator: each token's loss is "
+                                        "weighted by min(π_student/π_sampler, this cap), truncated importance "
+                                        "sampling (the expected estimator needs no weight)")
+    sampler_threads: int = option(1, "torch CPU threads of the rollout_ahead sampler process", at_least=1)
     eval_every: int = option(50, "validate every N steps (0: only at the end)", at_least=0)
     eval_tasks: int = option(64, "validation tasks used", at_least=1)
     eval_temperature: float = option(0.0, "validation decoding: 0 greedy; > 0 one sample per task at this "
@@ -100,6 +108,9 @@ class OPDConfig:
                 "cliff_predictor full_vocabulary reads the calibration file: give calibration")
         require(self.guard_margin is None or 0 < self.guard_margin < 1,
                 f"guard_margin must be in (0, 1); got {self.guard_margin}")
+        require(self.rollout_ahead <= 1, f"rollout_ahead must be 0 or 1; got {self.rollout_ahead}")
+        require(self.rollout_is_cap > 1 and math.isfinite(self.rollout_is_cap),
+                f"rollout_is_cap must be a finite number > 1; got {self.rollout_is_cap}")
         require(not (self.reward_scale == 1.0 and self.base is not None),
                 "base is ignored at reward_scale 1 (plain OPD: π_B cancels); drop it or set λ ≠ 1")
 

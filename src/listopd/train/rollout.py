@@ -44,6 +44,13 @@ class Rollout:
                        self.sampler_logprobs[index, :t], self.prompt_len, self.ended[index])
 
 
+def micro_batches(rollout: Rollout, size: int) -> list[Rollout]:
+    """The rollout trimmed to its longest completion, then split into micro-batches of `size` rows (each
+    trimmed to its own longest completion)."""
+    rollout = rollout.rows(slice(None))
+    return [rollout.rows(slice(i, i + size)) for i in range(0, len(rollout.completion_mask), size)]
+
+
 class PreallocatedLayer(DynamicLayer):
     """A KV-cache layer that returns, like transformers' DynamicLayer, the keys and values of every position
     so far, from storage allocated once for `max_len` positions and written in place: no copy of the whole

@@ -9,7 +9,8 @@ at an epoch boundary and silently ran 0 steps).
 What may change on resume (documented in the README): a larger `steps` (the rest of the budget; a schedule
 that depends on `steps` — warm-up is fixed, cosine is not — follows the new total from the resumed step on),
 and the options that change neither the data nor the updates: `eval_every`, `eval_tasks`, `save_every`,
-`threads`, `role_probe_tasks`. Paths are compared by what they hold, not how they are spelt (`./data/train.jsonl` and its
+`threads`, `sampler_threads`, `role_probe_tasks`; and an option the checkpoint's run did not have (it
+was written before the option existed) is accepted at its default value. Paths are compared by what they hold, not how they are spelt (`./data/train.jsonl` and its
 absolute path are the same input; the same path holding new data is not).
 
 Fingerprints: a file's SHA-256; a folder's SHA-256 over each file's relative name, size and the SHA-256 of its
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from listopd.util.errors import ListopdError
 
-RESUME_MAY_CHANGE = ("eval_every", "eval_tasks", "save_every", "threads", "role_probe_tasks")
+RESUME_MAY_CHANGE = ("eval_every", "eval_tasks", "save_every", "threads", "sampler_threads", "role_probe_tasks")
 _EDGE = 1 << 20
 
 
@@ -68,9 +69,11 @@ def run_identity(config: dict, path_keys: tuple[str, ...]) -> dict:
     return {"options": options, "inputs": {k: fingerprint(config.get(k)) for k in path_keys}}
 
 
-def check_resumable(saved: dict | None, current: dict, *, run_dir, checkpoint_step: int) -> None:
+def check_resumable(saved: dict | None, current: dict, *, run_dir, checkpoint_step: int,
+                    defaults: dict | None = None) -> None:
     """Refuse (one line) to resume a checkpoint whose run had another identity; None (a checkpoint written
-    before identities were stored) is accepted."""
+    before identities were stored) is accepted. `defaults`: the options' default values (an option missing
+    from the saved identity is taken to have had its default)."""
     steps = current["options"].get("steps")
     if steps is not None and checkpoint_step > steps:
         raise ListopdError(f"{run_dir}: its checkpoint is at step {checkpoint_step}, past steps = {steps}: nothing "
@@ -86,6 +89,8 @@ def check_resumable(saved: dict | None, current: dict, *, run_dir, checkpoint_st
     for key in sorted(set(old_opts) | set(new_opts)):
         if key in RESUME_MAY_CHANGE or old_opts.get(key) == new_opts.get(key):
             continue
+        if key not in old_opts and key in (defaults or {}) and new_opts.get(key) == defaults[key]:
+            continue  # an option added since that checkpoint was written, at its default
         if key == "steps" and isinstance(old_opts.get(key), int) and new_opts.get(key, 0) > old_opts[key]:
             continue
         diffs.append(f"{key} {old_opts.get(key)!r} → {new_opts.get(key)!r}")

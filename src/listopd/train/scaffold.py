@@ -49,14 +49,16 @@ class TrainingRun:
         self.model = self.optimizer = self.scheduler = self.log_file = self.identity = None
 
     def resume(self, model, optimizer, scheduler, generator=None, *, config: dict,
-               path_keys: tuple[str, ...]) -> tuple[int, dict, dict]:
+               path_keys: tuple[str, ...], defaults: dict | None = None) -> tuple[int, dict, dict]:
         """(start step, trainer state, RNG state) of the run's last checkpoint, restored into the model,
         optimiser, scheduler and RNGs; (0, {}, {}) for a new run. A checkpoint of a run with other inputs or
-        options (`config`; `path_keys` name its path options) is refused (train/run_identity.py)."""
+        options (`config`; `path_keys` name its path options; `defaults` the options' default values) is refused
+        (train/run_identity.py)."""
         self.identity = run_identity(config, path_keys)
 
         def same_run(state: dict) -> None:
-            check_resumable(state.get("run"), self.identity, run_dir=self.run_dir, checkpoint_step=state["step"])
+            check_resumable(state.get("run"), self.identity, run_dir=self.run_dir, checkpoint_step=state["step"],
+                            defaults=defaults)
 
         resumed = ckpt.resume_training(self.run_dir, model, optimizer, scheduler, generator, check=same_run)
         return (0, {}, {}) if resumed is None else resumed

@@ -30,6 +30,7 @@ from listopd.train.models import (PRESETS, apply_lora, build_model, check_model_
 from listopd.train.optim import lr_factor, make_optimizer
 from listopd.train.scaffold import TrainingRun, check_finite
 from listopd.train.sft_config import SFTConfig
+from listopd.util.config import field_defaults
 
 
 def encode_example(task, tokenizer) -> tuple[list[int], list[int]]:
@@ -107,7 +108,8 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.schedule))
     start_step, trainer_state, _ = run.resume(model, optimizer, scheduler, config=dataclasses.asdict(cfg),
-                                              path_keys=("tasks", "val_tasks", "tokenizer", "model"))
+                                              path_keys=("tasks", "val_tasks", "tokenizer", "model"),
+                                              defaults=field_defaults(SFTConfig))
     tokens_seen = trainer_state.get("tokens_seen", 0)
     run.start(model, optimizer, scheduler, config=dataclasses.asdict(cfg), start_step=start_step)
 

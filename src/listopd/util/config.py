@@ -73,6 +73,11 @@ def _int_at_least(minimum: int | None):
     return parse
 
 
+def field_defaults(cls) -> dict:
+    """Each option's default value (options without one are left out)."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
 def field_help(cls) -> dict[str, str]:
     """Each field's help text ("" where a field was declared without `option`)."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}

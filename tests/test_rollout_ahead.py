@@ -1,0 +1,119 @@
+"""One-step-off-policy rollouts (`rollout_ahead: 1`, train/rollout_ahead.py), on the tiny world's models:
+
+- the first step is on-policy (drawn from θ_0 with the synchronous trainer's seed): the synchronous run's
+  rollout, and its update up to the importance weights' rounding (π_old/π_sampler = 1 ± 1e-6);
+- later rollouts are one step stale: the sampler→trainer KL and the weights are logged, and they are the
+  weights the loss applies (checked against a hand-computed truncated-IS loss in test_loss.py);
+- an interrupted pipelined run resumes bitwise (the rollout in flight and the sampler's stream are checkpointed);
+- the worker draws and scores as the trainer would; a worker that dies is reported, not waited for forever.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from listopd.train.models import load_frozen, load_model
+from listopd.train.opd import run_opd
+from listopd.train.rollout import completion_logprobs, micro_batches, sample
+from listopd.train.rollout_ahead import RolloutAhead, Scoring
+from listopd.util.errors import ListopdError
+from test_trainer import _assert_resume_equals_uninterrupted
+from tiny_world import opd_config
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_first_step_is_the_synchronous_step(world, tmp_path, monkeypatch):
+    grads = {}
+    real_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):  # the clipped gradient the update uses
+        grads[run] = torch.cat([p.grad.flatten() for group in self.param_groups for p in group["params"]])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    kw = dict(steps=1, reward_scale=1.5, lr=1e-3)
+    for run, ahead in (("sync", 0), ("ahead", 1)):
+        summary = run_opd(opd_config(world, tmp_path / run, rollout_ahead=ahead, **kw), quiet=True)
+    sync, ahead = _metrics(tmp_path / "sync")[0], _metrics(tmp_path / "ahead")[0]
+    # the same tokens were sampled (completion lengths and the per-token statistics agree)
+    for key in ("completion_len_mean", "rollout_parse_rate", "eos_rate"):
+        assert ahead[key] == sync[key], key
+    assert ahead["teacher_kl_k3"] == pytest.approx(sync["teacher_kl_k3"], abs=1e-6)
+    assert ahead["is_weight_mean"] == pytest.approx(1.0, abs=1e-5) and ahead["is_cap_frac"] == 0.0
+    assert ahead["sampler_kl_k3"] < 1e-9
+    # the gradient agrees to the weights' rounding (AdamW's first step, ~lr·sign(g), would amplify it where g ~ 0)
+    torch.testing.assert_close(grads["ahead"], grads["sync"], atol=1e-5 * float(grads["sync"].abs().max()), rtol=0)
+    assert summary["rollout_ahead"]["wait_s"] >= 0
+
+
+@pytest.mark.parametrize("estimator", ["sampled", "expected"])
+def test_later_rollouts_are_one_step_stale_and_weighted(world, tmp_path, estimator):
+    """From step 2 on the rollout comes from the previous weights: the logged KL between sampler and trainer
+    is positive, and the weights differ from 1 (lr 3e-3 makes each step move the student)."""
+    cfg = opd_config(world, tmp_path / "ahead", steps=4, lr=3e-3, rollout_ahead=1, estimator=estimator,
+                     reward_scale=1.5)
+    run_opd(cfg, quiet=True)
+    records = _metrics(tmp_path / "ahead")
+    assert records[0]["sampler_kl_k3"] < 1e-9
+    stale = records[1:]
+    assert all(r["sampler_kl_k3"] > 1e-6 for r in stale)
+    assert all(abs(r["is_weight_mean"] - 1.0) > 1e-5 for r in stale)
+    assert all(0.0 <= r["is_cap_frac"] <= 1.0 for r in stale)
+
+
+def test_pipelined_resume_after_crash_is_bitwise_uninterrupted(world, tmp_path, monkeypatch):
+    kw = dict(steps=6, save_every=2, lr=1e-3, reward_scale=1.5, rollout_ahead=1)
+    _assert_resume_equals_uninterrupted(run_opd, opd_config(world, tmp_path / "clean", **kw),
+                                        opd_config(world, tmp_path / "crash", **kw), monkeypatch, 6)
+
+
+def test_worker_draws_and_scores_what_the_trainer_would(world):
+    """Given the trainer's weights and a seed, the worker returns the rollout `sample` draws here and the
+    teacher's and base's scores of its micro-batches (from its prompt caches: the same bits as uncached)."""
+    student, teacher = load_model(world.student), load_frozen(world.teacher)
+    base = load_frozen(world.student)
+    prompts = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16]]
+    kw = dict(max_new_tokens=6, eos_id=world.tok.eos_token_id, pad_id=world.tok.pad_token_id)
+    scoring = Scoring(micro_batch_size=2, tables=False, prompt_cache_mb=64, bf16=False)
+    with RolloutAhead(student, teacher, base, seed=7, scoring=scoring, **kw) as ahead:
+        ahead.submit(student, prompts)
+        got = ahead.take()
+        assert ahead.state() == {}  # nothing in flight
+        ahead.restore({"rollout": got.rollout, "generator": torch.Generator().manual_seed(1).get_state()})
+        again = ahead.take()  # the same rollout scored again (now from the worker's prompt cache)
+    want = sample(student, prompts, generator=torch.Generator().manual_seed(7), **kw)
+    assert torch.equal(got.rollout.input_ids, want.input_ids)
+    assert torch.equal(got.rollout.sampler_logprobs, want.sampler_logprobs)
+    micro = micro_batches(want, 2)
+    with torch.no_grad():
+        for scores, model in ((got.teacher, teacher), (got.base, base), (again.teacher, teacher)):
+            for s, m in zip(scores, micro, strict=True):
+                torch.testing.assert_close(s, completion_logprobs(model, m), atol=2e-5, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(got.teacher, again.teacher))
+
+
+def test_a_dead_worker_is_reported(world):
+    model = load_model(world.student)
+    ahead = RolloutAhead(model, load_frozen(world.teacher), None, seed=0,
+                         scoring=Scoring(micro_batch_size=2, tables=False, prompt_cache_mb=0, bf16=False),
+                         max_new_tokens=4, eos_id=world.tok.eos_token_id, pad_id=world.tok.pad_token_id)
+    try:
+        ahead._process.kill()
+        ahead._process.join()
+        ahead.submit(model, [[5, 6, 7]])
+        with pytest.raises(ListopdError, match="worker process died"):
+            ahead.take()
+    finally:
+        ahead.close()
+
+
+@pytest.mark.parametrize("field, value, message", [("rollout_ahead", 2, "rollout_ahead must be 0 or 1"),
+                                                    ("rollout_is_cap", 1.0, "rollout_is_cap must be")])
+def test_bad_pipeline_options_are_refused(world, tmp_path, field, value, message):
+    with pytest.raises(ListopdError, match=message):
+        opd_config(world, tmp_path / "r", **{field: value})

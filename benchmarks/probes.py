@@ -1,7 +1,8 @@
 """Probes behind the performance section's "measured and left out" notes (not the benchmark itself).
 
     python benchmarks/probes.py profile    # op table of one bf16 scoring forward, small-teacher (~29M), batch 8
-    python benchmarks/probes.py compile    # torch.compile: decode-token and scoring forward, eager vs compiled,
+    python benchmarks/probes.py compile    # torch.compile: decode-token and scoring forward and the training
+                                           # forward + backward, eager vs compiled,
                                            # compile seconds, and whether listopd.train.rollout.sample compiles
     python benchmarks/probes.py gqa        # SDPA with the padding mask: K/V repeated (transformers' path with a
                                            # mask) vs enable_gqa, one layer and the whole model (scoring, update)
@@ -91,6 +92,25 @@ def probe_compile(args) -> None:
             fast = median_ms(make(compiled), 20 if "one-token" in name else 5)
             print(f"{name}: eager {eager:.2f}, compiled {fast:.2f} ({eager / fast:.2f}x), "
                   f"first compiled call {compile_s:.0f} s")
+    # the update: the tiny student's training forward and backward over the same batch (the pipelined trainer's
+    # bottleneck), shapes fixed (dynamic=False: each new completion length would compile again)
+    trainee = qwen3("tiny-student", tok).train()
+
+    def train_step(m):
+        def run():
+            m(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
+              logits_to_keep=64).logits.float().logsumexp(-1).sum().backward()
+            trainee.zero_grad(set_to_none=True)
+        return run
+
+    eager = median_ms(train_step(trainee))
+    compiled = torch.compile(trainee, dynamic=False)
+    t = time.perf_counter()
+    train_step(compiled)()
+    compile_s = time.perf_counter() - t
+    fast = median_ms(train_step(compiled))
+    print(f"tiny-student training forward + backward, 8 x 386 tokens (ms): eager {eager:.2f}, compiled {fast:.2f} "
+          f"({eager / fast:.2f}x), first compiled call {compile_s:.0f} s")
     prompts = [torch.randint(3, len(tok), (n,)).tolist() for n in PROMPT_LENS]
     student.forward = torch.compile(student.forward, dynamic=True)
     try:

@@ -77,7 +77,8 @@ class RolloutAhead:
                                     args=(self._shadow, teacher, base, scoring, self._requests, self._results,
                                           threads, sampling))
         self._process.start()
-        self._generator_state = torch.Generator().manual_seed(seed).get_state()  # sent with the next request
+        self._seed = seed
+        self._generator_state = None  # the worker's stream after its last rollout (None: start from the seed)
         self._in_flight = False
         self._held: tuple[Scored, torch.Tensor] | None = None  # a result taken early (for a checkpoint)
         self.wait_s = 0.0  # time the trainer spent waiting for the worker
@@ -88,7 +89,7 @@ class RolloutAhead:
         with torch.no_grad():
             for dst, src in zip(self._shadow.parameters(), student.parameters(), strict=True):
                 dst.copy_(src)
-        self._requests.put(("draw", prompts, self._generator_state))  # the state the last rollout left
+        self._requests.put(("draw", prompts, self._generator_state, self._seed))
         self._in_flight = True
 
     def take(self) -> Scored:
@@ -113,11 +114,15 @@ class RolloutAhead:
         if not state:
             return False
         self._check_idle()
-        self._requests.put(("score", state["rollout"], state["generator"]))
+        self._requests.put(("score", state["rollout"], state["generator"], self._seed))
         self._in_flight = True
         return True
 
     def close(self) -> None:
+        if self._in_flight and self._process.is_alive():  # collect it, so the worker can exit (its queue flushes)
+            with contextlib.suppress(queue.Empty):
+                self._results.get(timeout=60)
+            self._in_flight = False
         if self._process.is_alive():
             self._requests.put(None)
             self._process.join(timeout=30)
@@ -167,7 +172,7 @@ def _own(scored: Scored) -> Scored:
 def _serve(student, teacher, base, scoring: Scoring, requests, results, threads: int, sampling: dict) -> None:
     """The worker process: draw (or take) a rollout and score it, per request, until a None arrives."""
     torch.set_num_threads(threads)
-    generator = torch.Generator()
+    generator = torch.Generator(device=next(student.parameters()).device)  # sampling draws on the model's device
     caches = {id(m): PromptCache(m, scoring.prompt_cache_mb) if scoring.prompt_cache_mb and cacheable(m) else None
               for m in (teacher, base) if m is not None}
     scorer = completion_logprob_table if scoring.tables else completion_logprobs
@@ -179,9 +184,12 @@ def _serve(student, teacher, base, scoring: Scoring, requests, results, threads:
             return [scorer(model, m, prompt_cache=caches[id(model)]) for m in micro]
 
     while (request := requests.get()) is not None:
-        kind, payload, generator_state = request
+        kind, payload, generator_state, seed = request
         try:
-            generator.set_state(generator_state)
+            if generator_state is None:
+                generator.manual_seed(seed)
+            else:
+                generator.set_state(generator_state)
             rollout = sample(student, payload, generator=generator, **sampling) if kind == "draw" else payload
             micro = micro_batches(rollout, scoring.micro_batch_size)
             scored = Scored(rollout, score(teacher, micro), score(base, micro) if base is not None else None)

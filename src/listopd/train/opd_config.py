@@ -46,14 +46,14 @@ class OPDConfig:
     temperature: float = option(1.0, "sampling temperature (1: unbiased)")
     top_p: float = option(1.0, "nucleus sampling (1: off)")
     top_k: int = option(0, "top-k sampling (0: off)", at_least=0)
-    rollout_ahead: int = option(0, "0: each step samples its rollout from the current student; 1: a sampler "
-                                   "process on its own core draws the next step's rollout from this step's weights "
-                                   "while this step scores and updates (one step off-policy, corrected as "
-                                   "rollout_is_cap says; train/rollout_ahead.py)", at_least=0)
+    rollout_ahead: int = option(0, "0: each step samples and scores its rollout itself; 1: a worker process on "
+                                   "its own core draws the next step's rollout from this step's weights and scores "
+                                   "it under teacher and base while this step updates (one step off-policy, "
+                                   "corrected as rollout_is_cap says; train/rollout_ahead.py)", at_least=0)
     rollout_is_cap: float = option(2.0, "with rollout_ahead 1 and the sampled estimator: each token's loss is "
                                         "weighted by min(π_student/π_sampler, this cap), truncated importance "
                                         "sampling (the expected estimator needs no weight)")
-    sampler_threads: int = option(1, "torch CPU threads of the rollout_ahead sampler process", at_least=1)
+    sampler_threads: int = option(1, "torch CPU threads of the rollout_ahead worker process", at_least=1)
     eval_every: int = option(50, "validate every N steps (0: only at the end)", at_least=0)
     eval_tasks: int = option(64, "validation tasks used", at_least=1)
     eval_temperature: float = option(0.0, "validation decoding: 0 greedy; > 0 one sample per task at this "

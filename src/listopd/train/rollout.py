@@ -45,9 +45,7 @@ class Rollout:
 
 
 def micro_batches(rollout: Rollout, size: int) -> list[Rollout]:
-    """The rollout trimmed to its longest completion, then split into micro-batches of `size` rows (each
-    trimmed to its own longest completion)."""
-    rollout = rollout.rows(slice(None))
+    """The rollout split into micro-batches of `size` rows, each trimmed to its own longest completion."""
     return [rollout.rows(slice(i, i + size)) for i in range(0, len(rollout.completion_mask), size)]
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import queue
 import time
 import traceback
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.multiprocessing as mp
 
-from listopd.train.prompt_cache import PromptCache, cacheable
+from listopd.train.frozen_pool import FrozenPool
 from listopd.train.rollout import (Rollout, completion_logprob_table, completion_logprobs, micro_batches,
                                    sample)
 from listopd.util.errors import ListopdError
@@ -162,10 +163,9 @@ class RolloutAhead:
 def _own(scored: Scored) -> Scored:
     """A copy in this process's memory (a tensor received from a queue stays backed by the sender's shared
     memory segment, one file descriptor each)."""
-    r = scored.rollout
-    rollout = Rollout(r.input_ids.clone(), r.attention_mask.clone(), r.completion_mask.clone(),
-                      r.sampler_logprobs.clone(), r.prompt_len, r.ended.clone())
-    clone = lambda xs: None if xs is None else [x.clone() for x in xs]  # noqa: E731
+    own = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
+    rollout = Rollout(**{f.name: own(getattr(scored.rollout, f.name)) for f in dataclasses.fields(Rollout)})
+    clone = lambda xs: None if xs is None else [own(x) for x in xs]  # noqa: E731
     return Scored(rollout, clone(scored.teacher), clone(scored.base))
 
 
@@ -173,8 +173,8 @@ def _serve(student, teacher, base, scoring: Scoring, requests, results, threads:
     """The worker process: draw (or take) a rollout and score it, per request, until a None arrives."""
     torch.set_num_threads(threads)
     generator = torch.Generator(device=next(student.parameters()).device)  # sampling draws on the model's device
-    caches = {id(m): PromptCache(m, scoring.prompt_cache_mb) if scoring.prompt_cache_mb and cacheable(m) else None
-              for m in (teacher, base) if m is not None}
+    pool = FrozenPool()  # only for its prompt caches: the models come from the trainer
+    caches = {id(m): pool.cache(m, scoring.prompt_cache_mb) for m in (teacher, base) if m is not None}
     scorer = completion_logprob_table if scoring.tables else completion_logprobs
     device = next(teacher.parameters()).device.type
     autocast = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if scoring.bf16 else contextlib.nullcontext

@@ -9,9 +9,10 @@ at an epoch boundary and silently ran 0 steps).
 What may change on resume (documented in the README): a larger `steps` (the rest of the budget; a schedule
 that depends on `steps` — warm-up is fixed, cosine is not — follows the new total from the resumed step on),
 and the options that change neither the data nor the updates: `eval_every`, `eval_tasks`, `save_every`,
-`threads`, `sampler_threads`, `role_probe_tasks`; and an option the checkpoint's run did not have (it
-was written before the option existed) is accepted at its default value. Paths are compared by what they hold, not how they are spelt (`./data/train.jsonl` and its
-absolute path are the same input; the same path holding new data is not).
+`threads`, `sampler_threads`, `role_probe_tasks`; and an option the checkpoint's run did not have (it was
+written before the option existed) is accepted at its default value. Paths are compared by what they hold, not
+how they are spelt (`./data/train.jsonl` and its absolute path are the same input; the same path holding new
+data is not).
 
 Fingerprints: a file's SHA-256; a folder's SHA-256 over each file's relative name, size and the SHA-256 of its
 first and last MiB (model weights change everywhere when a model is retrained, so this sees a retrained

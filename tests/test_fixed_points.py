@@ -137,3 +137,138 @@ def test_a_cap_that_never_binds_gives_the_uncapped_fixed_point():
     lams = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
     assert capped_full_vocab_keep(t, b, keep, 1e30, lambdas=lams) == pytest.approx(
         full_vocab_keep(t, b, keep, lams), rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the base_ratio rest point over the whole vocabulary, and where two_sided leaves teacher_ratio's
+
+from listopd.core.fixed_points import base_ratio_rest_point, two_sided_departs  # noqa: E402
+
+
+def _random_position(rng, v_max=30):
+    v = int(rng.integers(3, v_max))
+    t, b = rng.normal(0, 3, v), rng.normal(0, 3, v)
+    return t - np.logaddexp.reduce(t), b - np.logaddexp.reduce(b)
+
+
+def _loss_advantage(t, b, ell, lam, c, mode):
+    adv, _ = extrapolated_advantage(torch.tensor(t), torch.tensor(b), torch.tensor(ell), reward_scale=lam,
+                                    clip_strength=c, clip_mode=mode)
+    return adv.numpy()
+
+
+def _advantage_np(t, b, ell, lam, c, mode):
+    """The loss's advantage written out in numpy for the flows' speed (held to the loss's own below)."""
+    log_c = np.log(c)
+    teacher = np.minimum(t - ell, log_c) if mode != "two_sided" else np.clip(t - ell, -log_c, log_c)
+    base = np.clip(b - ell, -log_c, log_c) if mode == "base_ratio" else b - ell
+    return lam * teacher + (1 - lam) * base
+
+
+@pytest.mark.parametrize("mode", ["teacher_ratio", "two_sided", "base_ratio"])
+def test_the_flows_use_the_loss_s_own_advantage(mode):
+    rng = np.random.default_rng(5)
+    t, b = _random_position(rng)
+    ell = rng.normal(-3, 4, len(t))
+    assert _advantage_np(t, b, ell, 2.5, C, mode) == pytest.approx(_loss_advantage(t, b, ell, 2.5, C, mode),
+                                                                   abs=1e-12)
+
+
+def _npg_flow(t, b, lam, c, mode, steps=30_000, rate=0.01):
+    """Every log-mass moves at its advantage's rate, ℓ += rate·(A − Ā), renormalised (the natural-gradient
+    flow of the expected update), from the warm start."""
+    ell = b.copy()
+    for _ in range(steps):
+        a = _advantage_np(t, b, ell, lam, c, mode)
+        ell = ell + rate * (a - (np.exp(ell) * a).sum())
+        ell -= np.logaddexp.reduce(ell)
+    return ell
+
+
+def _plain_flow(t, b, lam, c, mode, steps=60_000, rate=0.05):
+    """The expected update in logit space, z += rate·q·(A − Ā) (one step per rollout), from the warm start."""
+    z = b.copy()
+    for _ in range(steps):
+        x = z - np.logaddexp.reduce(z)
+        q = np.exp(x)
+        a = _advantage_np(t, b, x, lam, c, mode)
+        z = z + rate * q * (a - (q * a).sum())
+    return z - np.logaddexp.reduce(z)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_base_ratio_rest_point_is_a_rest_point_of_the_loss_s_own_advantage(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        t, b = _random_position(rng)
+        lam, c = float(rng.choice([1.25, 2.0, 3.0, 5.0])), float(rng.choice([1.5, 5.0, 20.0]))
+        ell = base_ratio_rest_point(t, b, c, lam)
+        alive = np.isfinite(ell)
+        assert np.exp(ell[alive]).sum() == pytest.approx(1.0, abs=1e-10)
+        x = np.where(alive, ell, -60.0)
+        a = _loss_advantage(t, b, x, lam, c, "base_ratio")
+        kappa = a[alive].max()
+        flat = np.isclose(a[alive], np.log(c), atol=1e-9)  # tokens sharing the flat A = L at κ = L
+        assert a[alive].max() - a[alive].min() < 1e-8  # every live token at one advantage κ …
+        falling = _loss_advantage(t, b, x + 1e-6, lam, c, "base_ratio") < _loss_advantage(t, b, x - 1e-6, lam,
+                                                                                       c, "base_ratio")
+        assert np.all(falling[alive] | flat | (x[alive] >= -1e-12))  # … where it falls with the token's mass
+        assert np.all(a[~alive] <= kappa + 1e-9)  # a dead token's advantage (L) cannot make it grow back
+        # the band around the teacher: π_T/c ≤ q ≤ π_T·c^((λ−1)/λ)·e^(−κ/λ) for every live token (below π_T/c
+        # only on the flat, at κ = L)
+        lt = t[alive]
+        assert np.all((ell[alive] >= lt - np.log(c) - 1e-9) | flat)
+        assert np.all(ell[alive] <= lt + ((lam - 1) * np.log(c) - kappa) / lam + 1e-9)
+
+
+def test_base_ratio_rest_point_is_where_the_natural_gradient_flow_goes_when_it_is_unique():
+    """κ < log c: no token can die (a dead token's advantage, log c, would grow it back), so the rest point is
+    unique, and the flow in which every log-mass moves at its advantage's rate ends there."""
+    rng = np.random.default_rng(100)
+    checked = 0
+    while checked < 4:
+        t, b = _random_position(rng, v_max=12)
+        lam = float(rng.choice([1.5, 2.0, 3.0]))
+        ell = base_ratio_rest_point(t, b, C, lam)
+        if not _loss_advantage(t, b, ell, lam, C, "base_ratio").max() < np.log(C) - 0.1:
+            continue
+        checked += 1
+        assert np.exp(_npg_flow(t, b, lam, C, "base_ratio")) == pytest.approx(np.exp(ell), abs=1e-6)
+
+
+@pytest.mark.parametrize("lam", [2.0, 3.0])
+def test_base_ratio_rest_point_is_where_the_plain_flow_goes(lam):
+    """The expected update itself (logit space, one step per rollout) ends there too, on the example below; it
+    is slow for small tokens (a token squeezed in transit grows back at a rate ∝ its mass), hence this one."""
+    t, b = np.log([0.9, 0.02, 0.05, 0.03]), np.log([0.6, 0.0005, 0.2, 0.1995])
+    assert np.exp(_plain_flow(t, b, lam, C, "base_ratio", steps=40_000, rate=0.5)) == pytest.approx(
+        np.exp(base_ratio_rest_point(t, b, C, lam)), abs=1e-4)
+
+
+def test_base_ratio_keeps_the_position_where_teacher_ratio_lets_a_boosted_token_take_it():
+    """A breaking token the base almost never emits (0.05 %) but the teacher gives 2 %: q_λ boosts it past the
+    modal token at λ = 3; under teacher_ratio the rest point with the most survivors hands it the position,
+    under base_ratio every token stays within a band around the teacher's mass."""
+    t = np.log([0.9, 0.02, 0.05, 0.03])
+    b = np.log([0.6, 0.0005, 0.2, 0.1995])
+    keep = np.array([True, False, False, False])
+    assert np.exp(capped_rest_point(t, b, C, 3.0)[keep]).sum() < 1e-9
+    q = np.exp(base_ratio_rest_point(t, b, C, 3.0))
+    assert q[0] == pytest.approx(0.9337, abs=1e-4)
+    assert np.all(q >= np.exp(t) / C - 1e-12)
+    assert base_ratio_rest_point(t, b, C, 1.0) == pytest.approx(t)
+
+
+def test_two_sided_departs_from_teacher_ratio_only_where_a_token_rests_above_c_times_the_teacher():
+    t = np.log([0.9, 0.02, 0.05, 0.03])
+    b = np.log([0.6, 0.0005, 0.2, 0.1995])
+    assert not two_sided_departs(t, b, C, 1.25)  # the boosted token rests below c·π_T: the same rest point
+    ell = capped_rest_point(t, b, C, 2.0)
+    assert ell[1] > t[1] + np.log(C) and two_sided_departs(t, b, C, 2.0)
+    # where it departs, the two flows disagree on the outcome (the token dies small, or takes the position)
+    assert np.exp(_npg_flow(t, b, 2.0, C, "two_sided", steps=20_000))[1] > 0.99
+    assert np.exp(_plain_flow(t, b, 2.0, C, "two_sided"))[1] < 1e-3
+    # where it does not, two_sided's flow ends at teacher_ratio's rest point
+    assert np.exp(_npg_flow(t, b, 1.25, C, "two_sided")) == pytest.approx(np.exp(capped_rest_point(t, b, C, 1.25)),
+                                                                          abs=1e-6)
+

@@ -54,8 +54,10 @@ def test_full_vocabulary_fixed_point_in_the_calibration(world):
     from listopd.train.models import load_model
 
     tasks = read_tasks(world.val)[:3]
+    seen = []
     cal = calibrate(load_model(world.teacher), load_model(world.student), world.tok, tasks, c=5.0,
-                    sources=("reference",), n_boot=20)
+                    sources=("reference",), n_boot=20, progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]  # progress counts tasks (not vocabulary entries)
     one, zero = FULL_VOCAB_LAMBDAS.index(1.0), FULL_VOCAB_LAMBDAS.index(0.0)
     for pos in cal.positions:
         assert pos.keep_fv[one] == pytest.approx(pos.p, rel=1e-9, abs=1e-15)
@@ -75,3 +77,9 @@ def test_full_vocabulary_fixed_point_in_the_calibration(world):
     assert capped["predicted_parse"][one] == pytest.approx(fv["predicted_parse"][one], rel=1e-9)
     for pos in cal.positions:
         assert pos.keep_fv_capped[zero] == pytest.approx(pos.b, rel=1e-6)
+    # base_ratio over λ ≥ 1: the teacher at λ = 1; two_sided departs from teacher_ratio nowhere at λ = 1
+    base = fv["base_ratio_capped"]
+    assert base["lambdas"][0] == 1.0 and base["predicted_parse"][0] == pytest.approx(fv["predicted_parse"][one])
+    two = fv["two_sided_capped"]
+    assert two["lambdas"] == base["lambdas"] and two["departs_positions"][0] == two["departs_outputs"][0] == 0.0
+    assert all(0.0 <= x <= y <= 1.0 for x, y in zip(two["departs_positions"], two["departs_outputs"]))

@@ -76,6 +76,14 @@ def run(args) -> int:
             rates = "  ".join(f"{lam:g}: {r:.3f}" for lam, r in zip(capped["lambdas"], capped["predicted_parse"]))
             print(f"  under the teacher_ratio cap at c = {capped['c']:g} (the rest point with the most tail left):"
                   f"\n  {rates}")
+        base = fv.get("base_ratio_capped")
+        if base:
+            rates = "  ".join(f"{lam:g}: {r:.3f}" for lam, r in zip(base["lambdas"], base["predicted_parse"]))
+            print(f"  under base_ratio (its rest point, within a band around the teacher):\n  {rates}")
+            two = fv["two_sided_capped"]
+            shares = "  ".join(f"{lam:g}: {r:.2f}" for lam, r in zip(two["lambdas"][1:], two["departs_outputs"][1:]))
+            print(f"  outputs where two_sided's rest point departs from teacher_ratio's (dynamics decide there):"
+                  f"\n  {shares}")
     fails = ", ".join(f"{k}: {v}" for k, v in summary["failure_roles"].items())
     print(f"warm start's own greedy outputs: {fails}")
     print(f"{summary['n_tasks']} tasks, {summary['n_positions']} positions, {summary['seconds']} s")

@@ -146,3 +146,123 @@ def capped_rest_point(log_pt: np.ndarray, log_pb: np.ndarray, c: float, lam: flo
             hi = mid
     ell = log_mass(0.5 * (lo + hi))
     return ell - np.logaddexp.reduce(ell)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the other two caps over the whole vocabulary (docs/method.md#the-fixed-point-each-mode-implies)
+
+CAPPED_LAMBDAS = tuple(lam for lam in FULL_VOCAB_LAMBDAS if lam >= 1.0)  # the caps matter for extrapolation
+
+
+def base_ratio_rest_point(log_pt: np.ndarray, log_pb: np.ndarray, c: float, lam: float) -> np.ndarray:
+    """[V] log q of the rest point of the expected update under `base_ratio` (λ ≥ 1), −inf for a dead token.
+
+    Per token, with t, b its teacher and base log-probs, ℓ its log-mass and L = log c, the loss's advantage is
+    A(ℓ) = λ·min(t − ℓ, L) + (λ−1)·clamp(ℓ − b, −L, L). Below the teacher's cap (ℓ < t − L) A rises with ℓ (slope
+    λ−1 or 0) from A(−∞) = L to its peak P = L + (λ−1)·clamp(t − b, 0, 2L) at ℓ = t − L; above it A falls (slope
+    −λ or −1), so a token rests at the one ℓ ≥ t − L where A = κ, the advantage all live tokens share:
+        ℓ = t − (κ + (λ−1)L)/λ   where ℓ ≤ b − L (the base term capped below),
+        ℓ = λt + (1−λ)b − κ      between (q_λ's own place),
+        ℓ = t − (κ − (λ−1)L)/λ   where ℓ ≥ b + L (capped above).
+    Every live token therefore sits between π_T/c and π_T·c^{(λ−1)/λ}·e^{−κ/λ} (below π_T/c only on the flat
+    at κ = L, below): a band around the teacher's mass, whatever λ. A token with P < κ has no place and dies; a dead token's advantage is L, so for κ < L no
+    token can die (it would grow back) and the rest point is unique — the case the flows of
+    tests/test_fixed_points.py reach from the warm start. For κ ≥ L every token that can live lives (the rest
+    point with the most survivors, as for teacher_ratio). κ solves Σ exp(ℓ) = 1 (Newton on log Σ, kept inside
+    a bisection bracket). Where no κ solves it exactly (a token dies at its peak, or at κ = L the tokens with
+    t ≤ b sit on the flat A = L, any mass below π_T/c), the tokens at the jump share the missing mass in
+    proportion to their mass just before it."""
+    t, b = np.asarray(log_pt, np.float64), np.asarray(log_pb, np.float64)
+    if lam < 1.0:
+        raise ValueError("base_ratio_rest_point is for λ ≥ 1 (the caps matter for extrapolation)")
+    if lam == 1.0:  # plain OPD: the base cancels, the student rests at the teacher
+        return t - np.logaddexp.reduce(t)
+    log_c = math.log(c)
+    peak = log_c + (lam - 1.0) * np.clip(t - b, 0.0, 2.0 * log_c)
+
+    def place(kappa: float) -> tuple[np.ndarray, np.ndarray]:
+        """(ℓ, dℓ/dκ) per token at common advantage κ; ℓ = −inf for a token with no place."""
+        middle = lam * t + (1.0 - lam) * b - kappa
+        low, high = middle < b - log_c, middle > b + log_c
+        ell = np.where(low, t - (kappa + (lam - 1.0) * log_c) / lam,
+                       np.where(high, t - (kappa - (lam - 1.0) * log_c) / lam, middle))
+        slope = np.where(low | high, -1.0 / lam, -1.0)
+        ell, slope = np.minimum(ell, 0.0), np.where(ell > 0.0, 0.0, slope)  # a token cannot hold more than all
+        dead = peak < kappa
+        return np.where(dead, -np.inf, ell), np.where(dead, 0.0, slope)
+
+    def solve(excluded: np.ndarray) -> tuple[float, float]:
+        """A bracket [lo, hi] of κ with Σ exp(ℓ) ≥ 1 at lo and < 1 at hi, as narrow as the jumps allow."""
+        def log_total(kappa: float) -> tuple[float, np.ndarray, np.ndarray]:
+            ell, slope = place(kappa)
+            ell = np.where(excluded, -np.inf, ell)
+            return float(np.logaddexp.reduce(ell)), ell, slope
+
+        lo, hi = -1.0, 1.0
+        while log_total(lo)[0] < 0.0:
+            lo *= 2.0
+        while log_total(hi)[0] >= 0.0:
+            hi *= 2.0
+        kappa = lo
+        for _ in range(200):
+            total, ell, slope = log_total(kappa)
+            lo, hi = (kappa, hi) if total >= 0 else (lo, kappa)
+            if abs(total) < 1e-13:
+                return kappa, kappa
+            if hi - lo < 1e-13:
+                break
+            dtotal = float(np.sum(np.exp(ell - total) * slope)) if np.isfinite(total) else 0.0  # d log Σ/dκ
+            step = kappa - total / dtotal if dtotal < 0 else None
+            kappa = step if step is not None and lo < step < hi else 0.5 * (lo + hi)
+        return lo, hi
+
+    excluded = np.zeros(t.shape, bool)
+    while True:
+        lo, hi = solve(excluded)
+        below, above = (np.where(excluded, -np.inf, place(k)[0]) for k in (lo, hi))
+        m_below, m_above = np.exp(np.logaddexp.reduce(below)), np.exp(np.logaddexp.reduce(above))
+        if m_below - m_above < 1e-12:  # continuous there: κ found
+            return above - np.logaddexp.reduce(above)
+        jumping = np.isfinite(below) & ~np.isfinite(above)
+        at_peak = jumping & (peak > log_c + 1e-12)
+        if not at_peak.any():  # κ = L: the jumping tokens are on the flat A = L and share the missing mass
+            theta = (1.0 - m_above) / (m_below - m_above)
+            q = np.exp(above) + theta * (np.exp(below) - np.exp(above))
+            with np.errstate(divide="ignore"):
+                return np.log(q / q.sum())
+        excluded |= at_peak  # a token at a strict peak cannot hold part of its mass: it dies, κ is solved again
+
+
+def two_sided_departs(log_pt: np.ndarray, log_pb: np.ndarray, c: float, lam: float) -> bool:
+    """Whether the two_sided rest point can differ from teacher_ratio's at this position (λ > 1).
+
+    two_sided adds one cap to teacher_ratio's: the teacher log-ratio capped below at −log c, which binds only
+    where the student holds a token above c·π_T. There the advantage, −λL + (λ−1)(ℓ − b), *rises* with the
+    token's own mass: no token can rest above c·π_T. So where teacher_ratio's rest point (capped_rest_point)
+    holds every token at or below c·π_T it is two_sided's too; where it holds one above, two_sided has no rest
+    point with that token where teacher_ratio puts it — the token is pushed up (it may take the position) or,
+    starting small, dies on the way (which the flows of tests/test_fixed_points.py both show). The outcome then
+    depends on the dynamics, not on the rest point, and calibrate reports how often that happens."""
+    return _above_c_teacher(capped_rest_point(log_pt, log_pb, c, lam), log_pt, c)
+
+
+def _above_c_teacher(ell: np.ndarray, log_pt: np.ndarray, c: float) -> bool:
+    return bool(np.any(ell > np.asarray(log_pt) + math.log(c) + 1e-12))
+
+
+def capped_full_vocab_table(log_pt: np.ndarray, log_pb: np.ndarray, keep: np.ndarray, c: float) -> dict:
+    """The three caps' rest points at one position, as `calibrate` reports them: the keeping mass under
+    teacher_ratio over FULL_VOCAB_LAMBDAS (capped_rest_point), under base_ratio over CAPPED_LAMBDAS
+    (base_ratio_rest_point), and whether two_sided departs from teacher_ratio there (two_sided_departs)."""
+    def kept(ell: np.ndarray) -> float:
+        return float(np.exp(np.logaddexp.reduce(np.where(keep, ell, -np.inf))))
+
+    teacher_ratio, departs = [], []
+    for lam in FULL_VOCAB_LAMBDAS:
+        ell = capped_rest_point(log_pt, log_pb, c, float(lam))
+        teacher_ratio.append(kept(ell))
+        if lam >= 1.0:
+            departs.append(lam > 1.0 and _above_c_teacher(ell, log_pt, c))
+    base = [kept(base_ratio_rest_point(log_pt, log_pb, c, float(lam))) for lam in CAPPED_LAMBDAS]
+    return {"teacher_ratio": np.array(teacher_ratio), "base_ratio": np.array(base),
+            "two_sided_departs": np.array(departs)}

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from listopd.core import theory
-from listopd.core.fixed_points import FULL_VOCAB_LAMBDAS, capped_full_vocab_keep, full_vocab_keep
+from listopd.core.fixed_points import CAPPED_LAMBDAS, FULL_VOCAB_LAMBDAS, capped_full_vocab_table, full_vocab_keep
 from listopd.task.roles import VocabularyText, role_keys, walk_output
 from listopd.train.role_mass import next_token_probs
 from listopd.train.cliff import CALIBRATION_VERSION  # the version of calibration.json, which train/cliff.py reads
@@ -54,6 +54,8 @@ class Position:
     keep_fv: np.ndarray | None = None  # keeping mass of the full-vocabulary q_λ over FULL_VOCAB_LAMBDAS
     keep_fv_aware: np.ndarray | None = None  # the same for contract-aware extrapolation's fixed point
     keep_fv_capped: np.ndarray | None = None  # the same for the teacher_ratio rest point at c (an upper bound)
+    keep_fv_base_ratio: np.ndarray | None = None  # the base_ratio rest point's, over CAPPED_LAMBDAS
+    two_sided_departs: np.ndarray | None = None  # bool over CAPPED_LAMBDAS: two_sided's rest point is not TR's
 
 
 @dataclass
@@ -110,7 +112,10 @@ class Calibration:
         λ = 1 (the teacher's own): a second predicted onset, beside λ*(p, b, c). The same for the fixed point of
         contract-aware extrapolation under `contract_aware`, and for the rest point under the teacher_ratio cap at
         c under `teacher_ratio_capped` (core/fixed_points.capped_full_vocab_keep: the rest point with the most
-        surviving tail tokens, so its tail is an upper bound on what the cap lets live)."""
+        surviving tail tokens, so its tail is an upper bound on what the cap lets live); under `base_ratio_capped`
+        the base_ratio rest point over CAPPED_LAMBDAS (core/fixed_points.base_ratio_rest_point), and under
+        `two_sided_capped` the share of positions (and of outputs with at least one) where two_sided's rest point
+        departs from teacher_ratio's, where the outcome depends on the dynamics (two_sided_departs)."""
         if not self.positions or self.positions[0].keep_fv is None:
             return None
         out = self._predicted_parse("keep_fv")
@@ -122,10 +127,19 @@ class Calibration:
         out["contract_aware"] = self._predicted_parse("keep_fv_aware")
         if self.positions[0].keep_fv_capped is not None:
             out["teacher_ratio_capped"] = {"c": self.c, **self._predicted_parse("keep_fv_capped")}
+        if self.positions[0].keep_fv_base_ratio is not None:
+            out["base_ratio_capped"] = {"c": self.c, **self._predicted_parse("keep_fv_base_ratio", CAPPED_LAMBDAS)}
+            departs = np.array([pos.two_sided_departs for pos in self.positions])
+            by_output = defaultdict(list)
+            for pos in self.positions:
+                by_output[(pos.task, pos.source)].append(pos.two_sided_departs)
+            out["two_sided_capped"] = {
+                "c": self.c, "lambdas": list(CAPPED_LAMBDAS), "departs_positions": departs.mean(axis=0).tolist(),
+                "departs_outputs": np.mean([np.any(v, axis=0) for v in by_output.values()], axis=0).tolist()}
         return out
 
-    def _predicted_parse(self, attr: str) -> dict:
-        lams = np.array(FULL_VOCAB_LAMBDAS)
+    def _predicted_parse(self, attr: str, lambdas=FULL_VOCAB_LAMBDAS) -> dict:
+        lams = np.array(lambdas)
         outputs = defaultdict(lambda: defaultdict(list))
         for pos in self.positions:
             outputs[pos.task][pos.source].append(getattr(pos, attr))
@@ -199,13 +213,15 @@ def calibrate(teacher, warm_start, tokenizer, tasks, *, c: float, sources=("refe
             log_pb = next_token_probs(warm_start, prompt, out_ids, log=True)
             pt, pb = np.exp(log_pt), np.exp(log_pb)
             for t, (mask, role, rank) in enumerate(steps):
-                n = len(mask)
+                w = len(mask)  # the tokenizer's tokens (the model's head may be wider)
+                capped = capped_full_vocab_table(log_pt[t, :w], log_pb[t, :w], mask, c)
                 positions.append(Position(task.id, source, t, role, rank, int(mask.sum()),
-                                          float(pt[t, :n][mask].sum()), float(pb[t, :n][mask].sum()),
-                                          full_vocab_keep(log_pt[t, :n], log_pb[t, :n], mask),
-                                          full_vocab_keep(log_pt[t, :n], log_pb[t, :n], mask,
+                                          float(pt[t, :w][mask].sum()), float(pb[t, :w][mask].sum()),
+                                          full_vocab_keep(log_pt[t, :w], log_pb[t, :w], mask),
+                                          full_vocab_keep(log_pt[t, :w], log_pb[t, :w], mask,
                                                           contract_aware=True),
-                                          capped_full_vocab_keep(log_pt[t, :n], log_pb[t, :n], mask, c)))
+                                          capped["teacher_ratio"], capped["base_ratio"],
+                                          capped["two_sided_departs"]))
         if warm_outputs is not None:
             failures[failure_role(contract, warm_outputs[task.id])] += 1
         if progress is not None:

@@ -8,6 +8,7 @@
 - the worker draws and scores as the trainer would; a worker that dies is reported, not waited for forever.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -117,3 +118,40 @@ def test_a_dead_worker_is_reported(world):
 def test_bad_pipeline_options_are_refused(world, tmp_path, field, value, message):
     with pytest.raises(ListopdError, match=message):
         opd_config(world, tmp_path / "r", **{field: value})
+
+
+def test_runs_on_one_pool_share_the_worker_and_train_as_they_would_alone(world, tmp_path):
+    """A sweep's pipelined runs share the pool's worker (one process, its prompt caches kept), a λ = 1 run too
+    (not scored under the base), and each trains to the same bits as the same run with a worker of its own."""
+    from listopd.train.frozen_pool import FrozenPool
+
+    kw = dict(steps=3, lr=3e-3, rollout_ahead=1)
+    configs = [opd_config(world, tmp_path / f"pool_{lam}", reward_scale=lam, **kw) for lam in (1.5, 2.0, 1.0)]
+    pool, workers = FrozenPool(), []
+    try:
+        for cfg in configs:
+            run_opd(cfg, quiet=True, pool=pool)
+            workers.append(pool._worker)
+        assert workers[0] is workers[1] is workers[2] and workers[0]._process.is_alive()
+    finally:
+        pool.close()
+    assert not workers[0]._process.is_alive()
+    keys = ("loss", "grad_norm", "teacher_kl_k3", "rollout_parse_rate", "sampler_kl_k3", "is_weight_mean")
+    for lam, cfg in zip((1.5, 2.0, 1.0), configs):
+        alone = opd_config(world, tmp_path / f"alone_{lam}", reward_scale=lam, **kw)
+        run_opd(alone, quiet=True)
+        assert [[r.get(k) for k in keys] for r in _metrics(Path(cfg.out))] == \
+            [[r.get(k) for k in keys] for r in _metrics(Path(alone.out))], lam
+
+
+def test_a_worker_serves_only_runs_it_fits(world):
+    student, teacher = load_model(world.student), load_frozen(world.teacher)
+    scoring = Scoring(micro_batch_size=2, tables=False, prompt_cache_mb=0, bf16=False)
+    with RolloutAhead(student, teacher, None, seed=0, scoring=scoring, max_new_tokens=4,
+                      eos_id=world.tok.eos_token_id, pad_id=world.tok.pad_token_id) as ahead:
+        assert ahead.fits(student, teacher, None, scoring, 1)
+        assert not ahead.fits(student, teacher, load_frozen(world.student), scoring, 1)  # no base to score under
+        assert not ahead.fits(student, load_frozen(world.teacher), None, scoring, 1)  # another teacher
+        assert not ahead.fits(student, teacher, None, dataclasses.replace(scoring, tables=True), 1)
+        assert not ahead.fits(student, teacher, None, scoring, 2)
+        assert not ahead.fits(load_model(world.teacher), teacher, None, scoring, 1)  # other shapes

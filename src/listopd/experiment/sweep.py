@@ -55,6 +55,7 @@ prereg` and reports) is read from the final validation strict parse rate in the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import hashlib
@@ -459,26 +460,27 @@ def run_sweep(sweep: Sweep, *, only: str | None = None, quiet: bool = True, echo
     n, t_start, steps_done = len(chosen), time.time(), 0
     done, failed = [], {}
     pool = _frozen_pool() if todo_steps else None  # teacher, base and their prompt caches, loaded once
-    for i, run in enumerate(chosen, 1):
-        if run.name not in todo_steps:
-            echo(f"[{i}/{n}] {run.name}  skipped (result exists)")
+    with contextlib.closing(pool) if pool else contextlib.nullcontext():  # closing: its rollout-ahead worker
+        for i, run in enumerate(chosen, 1):
+            if run.name not in todo_steps:
+                echo(f"[{i}/{n}] {run.name}  skipped (result exists)")
+                done.append(run.name)
+                continue
+            t0 = time.time()
+            try:
+                record = run_one(sweep, run, quiet=quiet, pool=pool)
+            except ListopdError as e:
+                failed[run.name] = str(e)
+                echo(f"[{i}/{n}] {run.name}  FAILED: {e}")
+                todo_steps.pop(run.name)
+                continue
+            steps_done += todo_steps.pop(run.name)
+            per_step = (time.time() - t_start) / max(steps_done, 1)
+            rate = record["summary"].get(RATE_KEY)
+            eta = per_step * sum(todo_steps.values())
+            echo(f"[{i}/{n}] {run.name}  done in {_fmt_duration(time.time() - t0)}  "
+                 f"val strict parse {rate if rate is None else f'{rate:.3f}'}  ETA {_fmt_duration(eta)}")
             done.append(run.name)
-            continue
-        t0 = time.time()
-        try:
-            record = run_one(sweep, run, quiet=quiet, pool=pool)
-        except ListopdError as e:
-            failed[run.name] = str(e)
-            echo(f"[{i}/{n}] {run.name}  FAILED: {e}")
-            todo_steps.pop(run.name)
-            continue
-        steps_done += todo_steps.pop(run.name)
-        per_step = (time.time() - t_start) / max(steps_done, 1)
-        rate = record["summary"].get(RATE_KEY)
-        eta = per_step * sum(todo_steps.values())
-        echo(f"[{i}/{n}] {run.name}  done in {_fmt_duration(time.time() - t0)}  "
-             f"val strict parse {rate if rate is None else f'{rate:.3f}'}  ETA {_fmt_duration(eta)}")
-        done.append(run.name)
     return {"done": done, "failed": failed}
 
 

@@ -56,7 +56,7 @@ from listopd.train.prompt_cache import PromptCache
 from listopd.train.role_mass import RoleProbe
 from listopd.train.rollout import (completion_logprob_table, completion_logprobs, micro_batches, sample,
                                    warn_if_truncated_sampling)
-from listopd.train.rollout_ahead import RolloutAhead, Scored, Scoring
+from listopd.train.rollout_ahead import Scored, Scoring
 from listopd.train.scaffold import TrainingRun, check_finite
 from listopd.util.config import field_defaults, require
 
@@ -180,7 +180,8 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
     val = read_tasks(cfg.val_tasks)[:cfg.eval_tasks] if cfg.val_tasks else []
     contracts = [RankingContract.for_task(t) for t in tasks]
     student = load_model(cfg.student)
-    scorers = Scorers.build(cfg, run, pool or FrozenPool(),
+    own_pool, pool = pool is None, pool or FrozenPool()
+    scorers = Scorers.build(cfg, run, pool,
                             keeping=KeepingMasks(tokenizer, model_vocab_size(student)) if cfg.contract_aware else None)
     for name, model in (("student", student), ("teacher", scorers.teacher), ("base", scorers.base)):
         if model is not None:
@@ -226,7 +227,7 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
                disable=quiet or not run.is_main, dynamic_ncols=True)
     step, t0 = start_step, time.time()
     stop_reason = guard.stopped or "steps"  # a run the guard stopped stays stopped when re-run
-    ahead = RolloutAhead(
+    ahead = pool.rollout_worker(  # the pool's: a sweep's runs share one worker and its prompt caches
         run.unwrapped, scorers.teacher, scorers.base, seed=cfg.seed * 1000, threads=cfg.sampler_threads,
         scoring=Scoring(cfg.micro_batch_size, cfg.estimator == "expected", cfg.prompt_cache_mb, cfg.bf16),
         max_new_tokens=cfg.max_new_tokens, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
@@ -264,7 +265,9 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
                 save(step)
     finally:
         if ahead:
-            ahead.close()  # frees its core for the final evaluation
+            ahead.release()  # idle: its core is free for the final evaluation
+        if own_pool:
+            pool.close()
     bar.close()
     # save and clean up
     if step % cfg.save_every and stop_reason == "steps":

@@ -30,6 +30,13 @@ def cacheable(model) -> bool:
     return full_attention_only(model)
 
 
+def prompt_cache(model, budget_mb: int) -> "PromptCache | None":
+    """A new prompt cache for `model` (None: no model, budget 0, or a model the cache does not support)."""
+    if model is None or not budget_mb or not cacheable(model):
+        return None
+    return PromptCache(model, budget_mb)
+
+
 class PromptCache:
     """Keys and values of prompt[:-1] per prompt (the last prompt token is fed with the completion, so its
     logits — which predict the first completion token — come out of the same forward)."""

@@ -18,8 +18,9 @@ so that the staleness can be seen.
 The worker is a spawned process. It holds a copy of the student whose weights live in shared memory: `submit`
 copies the trainer's weights in (a memcpy; the worker reads them only between a request and its result, the
 trainer writes them only when no request is in flight). The teacher and the base are shared, not copied; their
-prompt caches live in the worker (one per run). Its random stream is its own generator, whose state comes back
-with every rollout: a checkpoint stores the rollout in flight and that state (`state`), a resumed run has the
+prompt caches live in the worker. A sweep keeps one worker for all its runs (train/frozen_pool.py
+`rollout_worker`, `attach` per run), so the caches stay full and the process starts once. Its random stream is
+its own generator, whose state comes back with every rollout: a checkpoint stores the rollout in flight and that state (`state`), a resumed run has the
 worker score that rollout again — the frozen scores of a rollout are the same bits whether its prompts were
 cached or not (train/prompt_cache.py) — and continues bitwise as if never stopped (`restore`)."""
 
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.multiprocessing as mp
 
-from listopd.train.frozen_pool import FrozenPool
+from listopd.train.prompt_cache import prompt_cache
 from listopd.train.rollout import (Rollout, completion_logprob_table, completion_logprobs, micro_batches,
                                    sample)
 from listopd.util.errors import ListopdError
@@ -72,17 +73,34 @@ class RolloutAhead:
         for frozen in (teacher, base):
             if frozen is not None:
                 frozen.share_memory()  # in place: the worker reads the trainer's own copy
+        self._serves = (id(teacher), id(base), scoring, threads)
         ctx = mp.get_context("spawn")  # fork would copy the trainer's thread pools and locks
         self._requests, self._results = ctx.Queue(), ctx.Queue()
         self._process = ctx.Process(target=_serve, name="listopd-rollout-ahead", daemon=True,
                                     args=(self._shadow, teacher, base, scoring, self._requests, self._results,
-                                          threads, sampling))
+                                          threads))
         self._process.start()
-        self._seed = seed
-        self._generator_state = None  # the worker's stream after its last rollout (None: start from the seed)
         self._in_flight = False
         self._held: tuple[Scored, torch.Tensor] | None = None  # a result taken early (for a checkpoint)
+        self.attach(seed=seed, **sampling)
+
+    def fits(self, student, teacher, base, scoring: Scoring, threads: int) -> bool:
+        """Whether this worker can serve a run with these models and settings (the same frozen models, a
+        student of the same shapes, the same scoring and threads) — or a run without a base, on a worker with one
+        (it is then not scored under it)."""
+        same_models = self._serves[0] == id(teacher) and (base is None or self._serves[1] == id(base))
+        shapes = lambda m: [(n, p.shape, p.dtype) for n, p in m.named_parameters()]  # noqa: E731
+        return (same_models and self._serves[2:] == (scoring, threads) and self._process.is_alive()
+                and shapes(self._shadow) == shapes(student))
+
+    def attach(self, *, seed: int, score_base: bool = True, **sampling) -> "RolloutAhead":
+        """Start serving a run: its seed, whether its rollouts are scored under the base, and its sampling
+        options; the worker's prompt caches are kept."""
+        self._check_idle()
+        self._seed, self._score_base, self._sampling = seed, score_base, sampling
+        self._generator_state = None  # the worker's stream after its last rollout (None: start from the seed)
         self.wait_s = 0.0  # time the trainer spent waiting for the worker
+        return self
 
     def submit(self, student, prompts: list[list[int]]) -> None:
         """Copy the student's current weights into the worker and have it draw one completion per prompt."""
@@ -90,7 +108,7 @@ class RolloutAhead:
         with torch.no_grad():
             for dst, src in zip(self._shadow.parameters(), student.parameters(), strict=True):
                 dst.copy_(src)
-        self._requests.put(("draw", prompts, self._generator_state, self._seed))
+        self._requests.put(("draw", prompts, self._generator_state, self._seed, self._score_base, self._sampling))
         self._in_flight = True
 
     def take(self) -> Scored:
@@ -115,15 +133,22 @@ class RolloutAhead:
         if not state:
             return False
         self._check_idle()
-        self._requests.put(("score", state["rollout"], state["generator"], self._seed))
+        self._requests.put(("score", state["rollout"], state["generator"], self._seed, self._score_base,
+                            self._sampling))
         self._in_flight = True
         return True
 
+    def release(self) -> None:
+        """End a run: drop the rollout in flight and anything held. The rollout in flight is waited for, so
+        that the next run on this worker cannot receive it (a dead worker has nothing left to send)."""
+        waited = self.wait_s  # the run's own waits, without this one
+        if self._in_flight and self._process.is_alive():
+            with contextlib.suppress(ListopdError):
+                self._receive()
+        self._in_flight, self._held, self.wait_s = False, None, waited
+
     def close(self) -> None:
-        if self._in_flight and self._process.is_alive():  # collect it, so the worker can exit (its queue flushes)
-            with contextlib.suppress(queue.Empty):
-                self._results.get(timeout=60)
-            self._in_flight = False
+        self.release()  # the worker can exit once its result is collected (its queue flushes)
         if self._process.is_alive():
             self._requests.put(None)
             self._process.join(timeout=30)
@@ -169,12 +194,11 @@ def _own(scored: Scored) -> Scored:
     return Scored(rollout, clone(scored.teacher), clone(scored.base))
 
 
-def _serve(student, teacher, base, scoring: Scoring, requests, results, threads: int, sampling: dict) -> None:
+def _serve(student, teacher, base, scoring: Scoring, requests, results, threads: int) -> None:
     """The worker process: draw (or take) a rollout and score it, per request, until a None arrives."""
     torch.set_num_threads(threads)
     generator = torch.Generator(device=next(student.parameters()).device)  # sampling draws on the model's device
-    pool = FrozenPool()  # only for its prompt caches: the models come from the trainer
-    caches = {id(m): pool.cache(m, scoring.prompt_cache_mb) for m in (teacher, base) if m is not None}
+    caches = {id(m): prompt_cache(m, scoring.prompt_cache_mb) for m in (teacher, base) if m is not None}
     scorer = completion_logprob_table if scoring.tables else completion_logprobs
     device = next(teacher.parameters()).device.type
     autocast = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if scoring.bf16 else contextlib.nullcontext
@@ -184,7 +208,7 @@ def _serve(student, teacher, base, scoring: Scoring, requests, results, threads:
             return [scorer(model, m, prompt_cache=caches[id(model)]) for m in micro]
 
     while (request := requests.get()) is not None:
-        kind, payload, generator_state, seed = request
+        kind, payload, generator_state, seed, score_base, sampling = request
         try:
             if generator_state is None:
                 generator.manual_seed(seed)
@@ -192,7 +216,8 @@ def _serve(student, teacher, base, scoring: Scoring, requests, results, threads:
                 generator.set_state(generator_state)
             rollout = sample(student, payload, generator=generator, **sampling) if kind == "draw" else payload
             micro = micro_batches(rollout, scoring.micro_batch_size)
-            scored = Scored(rollout, score(teacher, micro), score(base, micro) if base is not None else None)
+            scored = Scored(rollout, score(teacher, micro),
+                            score(base, micro) if base is not None and score_base else None)
             results.put((scored, generator.get_state()))
         except Exception:  # noqa: BLE001 — the trainer re-raises it with the traceback
             results.put(traceback.format_exc())

@@ -551,3 +551,28 @@ def test_cliff_check_with_the_full_vocabulary_predictor(world, tmp_path):
         cliff_check(cfg)
     with pytest.raises(ListopdError, match="give calibration"):
         opd_config(world, tmp_path / "run", cliff_predictor="full_vocabulary")
+
+
+def test_the_full_vocabulary_predictor_reads_the_table_of_the_run_s_objective(world, tmp_path):
+    from listopd.train.cliff import cliff_check
+
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"version": 1, "p": P, "b": B, "full_vocabulary": {
+        "onset_lambda": 2.5, "contract_aware": {"onset_lambda": None},
+        "base_ratio_capped": {"c": C, "onset_lambda": 5.0}}}))
+
+    def check(**kw):
+        return cliff_check(opd_config(world, tmp_path / "run", reward_scale=3.0, clip_strength=C,
+                                      calibration=str(path), cliff_predictor="full_vocabulary", **kw))
+
+    with pytest.raises(ListopdError, match=r"full-vocabulary predicted onset λ = 2.5"):
+        check()
+    assert check(contract_aware=True)["full_vocabulary_table"] == "contract_aware"  # no onset on its grid
+    info = check(clip_mode="base_ratio")
+    assert info["full_vocabulary_onset"] == 5.0 and info["full_vocabulary_table"] == "base_ratio_capped"
+    with pytest.raises(ListopdError, match=r"\(base_ratio rest point\) λ = 5"):
+        cliff_check(opd_config(world, tmp_path / "run", reward_scale=5.0, clip_strength=C, clip_mode="base_ratio",
+                               calibration=str(path), cliff_predictor="full_vocabulary"))
+    with pytest.raises(ListopdError, match=r"computed at c = .*calibrate with --c 2"):
+        cliff_check(opd_config(world, tmp_path / "run", reward_scale=1.5, clip_strength=2.0, clip_mode="base_ratio",
+                               calibration=str(path), cliff_predictor="full_vocabulary"))

@@ -59,17 +59,31 @@ def cliff_check(cfg) -> dict:
 
 
 def _full_vocabulary_check(cfg, info: dict) -> dict:
-    """The cliff check with the full-vocabulary predictor: refuse λ ≥ the calibration's full_vocabulary
-    onset_lambda (the first grid λ past the peak where the predicted parse rate falls below the teacher's)."""
+    """The cliff check with the full-vocabulary predictor: refuse λ ≥ the onset of the calibration's
+    full-vocabulary fixed point for this run's objective (the first grid λ past the peak where the predicted parse
+    rate falls below the teacher's): contract-aware extrapolation's under `contract_aware`, the base_ratio rest
+    point's under clip_mode base_ratio (computed at the calibration's c: it must be the run's), else q_λ's."""
     fv = read_calibration_file(cfg.calibration).get("full_vocabulary")
     if not isinstance(fv, dict) or "onset_lambda" not in fv:
         raise InputError("no full_vocabulary section: recalibrate with this version of `listopd calibrate`",
                          path=cfg.calibration, field="full_vocabulary")
-    onset = fv["onset_lambda"]
-    info.update({"cliff_predictor": "full_vocabulary", "full_vocabulary_onset": onset})
+    key = ("contract_aware" if getattr(cfg, "contract_aware", False)
+           else "base_ratio_capped" if cfg.clip_mode == "base_ratio" else None)
+    table = fv if key is None else fv.get(key)
+    if not isinstance(table, dict) or "onset_lambda" not in table:
+        raise InputError(f"no {key} section: recalibrate with this version of `listopd calibrate`",
+                         path=cfg.calibration, field=f"full_vocabulary.{key}")
+    if key == "base_ratio_capped" and table.get("c") != cfg.clip_strength:
+        raise InputError(f"the base_ratio rest point was computed at c = {table.get('c')}, this run uses "
+                         f"clip_strength {cfg.clip_strength:g}: calibrate with --c {cfg.clip_strength:g}",
+                         path=cfg.calibration, field="full_vocabulary.base_ratio_capped.c")
+    onset = table["onset_lambda"]
+    info.update({"cliff_predictor": "full_vocabulary", "full_vocabulary_onset": onset,
+                 "full_vocabulary_table": key or "q_lambda"})
     if onset is not None and cfg.reward_scale >= onset and not cfg.allow_above_cliff:
-        raise ListopdError(f"reward_scale λ = {cfg.reward_scale} is at or above the full-vocabulary predicted onset "
-                           f"λ = {onset:g} ({cfg.calibration}); use allow_above_cliff to train there anyway")
+        what = {None: "", "contract_aware": " (contract-aware)", "base_ratio_capped": " (base_ratio rest point)"}[key]
+        raise ListopdError(f"reward_scale λ = {cfg.reward_scale} is at or above the full-vocabulary predicted onset"
+                           f"{what} λ = {onset:g} ({cfg.calibration}); use allow_above_cliff to train there anyway")
     return info
 
 

@@ -76,8 +76,9 @@ class OPDConfig:
     calibration: str | None = option(None, "calibration.json (version 1, top-level p and b) instead of "
                                            "cliff_p/cliff_b")
     cliff_predictor: str = option("closed_form", "what the cliff check refuses above: closed_form (λ*(p, b, c)) or "
-                                                 "full_vocabulary (the calibration file's full-vocabulary onset; "
-                                                 "needs calibration)")
+                                                 "full_vocabulary (the calibration file's full-vocabulary onset for "
+                                                 "this objective: contract-aware's, base_ratio's rest point, else "
+                                                 "q_λ's; needs calibration)")
     allow_above_cliff: bool = option(False, "train at λ ≥ λ*(p,b,c) anyway")
     guard_margin: float | None = option(None, "stop when the rollout parse rate falls this far below its best "
                                               "(off when unset)")

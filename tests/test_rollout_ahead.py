@@ -84,7 +84,7 @@ def test_worker_draws_and_scores_what_the_trainer_would(world):
     with RolloutAhead(student, teacher, base, seed=7, scoring=scoring, **kw) as ahead:
         ahead.submit(student, prompts)
         got = ahead.take()
-        assert ahead.state() == {}  # nothing in flight
+        assert set(ahead.state()) == {"generator"}  # nothing in flight: the stream's state alone
         ahead.restore({"rollout": got.rollout, "generator": torch.Generator().manual_seed(1).get_state()})
         again = ahead.take()  # the same rollout scored again (now from the worker's prompt cache)
     want = sample(student, prompts, generator=torch.Generator().manual_seed(7), **kw)
@@ -155,3 +155,24 @@ def test_a_worker_serves_only_runs_it_fits(world):
         assert not ahead.fits(student, teacher, None, dataclasses.replace(scoring, tables=True), 1)
         assert not ahead.fits(student, teacher, None, scoring, 2)
         assert not ahead.fits(load_model(world.teacher), teacher, None, scoring, 1)  # other shapes
+
+
+def test_a_checkpoint_with_nothing_in_flight_continues_the_worker_s_stream(world):
+    """A run that ended (nothing in flight) and is resumed with more steps draws on from where the worker's
+    stream stopped, not again from the seed."""
+    student, teacher = load_model(world.student), load_frozen(world.teacher)
+    prompts = [[5, 6, 7, 8], [9, 10, 11]]
+    kw = dict(max_new_tokens=6, eos_id=world.tok.eos_token_id, pad_id=world.tok.pad_token_id)
+    scoring = Scoring(micro_batch_size=2, tables=False, prompt_cache_mb=0, bf16=False)
+    with RolloutAhead(student, teacher, None, seed=7, scoring=scoring, **kw) as ahead:
+        ahead.submit(student, prompts)
+        first = ahead.take()
+        state = ahead.state()
+        ahead.submit(student, prompts)
+        second = ahead.take()
+    with RolloutAhead(student, teacher, None, seed=7, scoring=scoring, **kw) as resumed:
+        assert resumed.restore(state) is False  # nothing to score again …
+        resumed.submit(student, prompts)
+        again = resumed.take()  # … and the draw continues the stream
+    assert torch.equal(again.rollout.input_ids, second.rollout.input_ids)
+    assert not torch.equal(second.rollout.sampler_logprobs, first.rollout.sampler_logprobs)

@@ -119,18 +119,21 @@ class RolloutAhead:
 
     def state(self) -> dict:
         """For a checkpoint: the rollout in flight (waited for, and held for the next `take`) and the worker's
-        generator state after drawing it; {} when none is in flight."""
+        generator state after drawing it; with none in flight, the generator state alone (so that a run resumed
+        with more steps continues the worker's stream instead of starting it again from the seed)."""
         if self._held is None and self._in_flight:
             self._held = self._receive()
         if self._held is None:
-            return {}
+            return {} if self._generator_state is None else {"generator": self._generator_state}
         scored, generator_state = self._held
         return {"rollout": scored.rollout, "generator": generator_state}
 
     def restore(self, state: dict | None) -> bool:
         """Have the worker score a checkpoint's rollout in flight again, for the next `take`; False when the
-        checkpoint holds none."""
-        if not state:
+        checkpoint holds none (its generator state, if any, is where the next draw starts)."""
+        if state and "rollout" not in state:
+            self._generator_state = state["generator"]
+        if not state or "rollout" not in state:
             return False
         self._check_idle()
         self._requests.put(("score", state["rollout"], state["generator"], self._seed, self._score_base,

@@ -84,15 +84,9 @@ def _advantage(t, b, ell, lam, c=C):
 
 
 def _flow(t, b, lam, steps=60_000, rate=1.0, c=C):
-    """The expected update in logit space, q·(A − Ā) per step, from the warm start (q = π_B); A written out
-    (teacher log-ratio capped above at log c) for speed — the rest-point test holds it to the loss's own."""
-    z = b.copy()
-    for _ in range(steps):
-        ell = z - np.logaddexp.reduce(z)
-        q = np.exp(ell)
-        a = lam * np.minimum(t - ell, np.log(c)) + (1 - lam) * (b - ell)
-        z = z + rate * q * (a - (q * a).sum())
-    return z - np.logaddexp.reduce(z)
+    """The expected update in logit space, q·(A − Ā) per step, from the warm start (q = π_B), under
+    teacher_ratio (_plain_flow below; its advantage is held to the loss's own)."""
+    return _plain_flow(t, b, lam, c, "teacher_ratio", steps=steps, rate=rate)
 
 
 def test_capped_rest_point_is_the_base_at_0_and_the_teacher_at_1():

@@ -111,11 +111,12 @@ def capped_full_vocab_keep(log_pt: np.ndarray, log_pb: np.ndarray, keep: np.ndar
     against this bound's 0.996; tests/test_fixed_points.py) — so read it as "how much tail the cap lets live".
     λ = 1 gives the teacher; for λ < 1 the capped branch falls too (slope −(1−λ)), so the rest point is unique:
     every token lives, at ℓ = b − (κ − λL)/(1−λ) where capped, κ by bisection."""
-    out = []
-    for lam in lambdas:
-        ell = capped_rest_point(log_pt, log_pb, c, float(lam))
-        out.append(float(np.exp(np.logaddexp.reduce(np.where(keep, ell, -np.inf)))))
-    return np.array(out)
+    return np.array([_kept_mass(capped_rest_point(log_pt, log_pb, c, float(lam)), keep) for lam in lambdas])
+
+
+def _kept_mass(ell: np.ndarray, keep: np.ndarray) -> float:
+    """The contract-keeping mass of a position's log-masses `ell` (−inf: a dead token)."""
+    return float(np.exp(np.logaddexp.reduce(np.where(keep, ell, -np.inf))))
 
 
 def capped_rest_point(log_pt: np.ndarray, log_pb: np.ndarray, c: float, lam: float) -> np.ndarray:
@@ -165,13 +166,14 @@ def base_ratio_rest_point(log_pt: np.ndarray, log_pb: np.ndarray, c: float, lam:
         ℓ = λt + (1−λ)b − κ      between (q_λ's own place),
         ℓ = t − (κ − (λ−1)L)/λ   where ℓ ≥ b + L (capped above).
     Every live token therefore sits between π_T/c and π_T·c^{(λ−1)/λ}·e^{−κ/λ} (below π_T/c only on the flat
-    at κ = L, below): a band around the teacher's mass, whatever λ. A token with P < κ has no place and dies; a dead token's advantage is L, so for κ < L no
-    token can die (it would grow back) and the rest point is unique — the case the flows of
-    tests/test_fixed_points.py reach from the warm start. For κ ≥ L every token that can live lives (the rest
-    point with the most survivors, as for teacher_ratio). κ solves Σ exp(ℓ) = 1 (Newton on log Σ, kept inside
-    a bisection bracket). Where no κ solves it exactly (a token dies at its peak, or at κ = L the tokens with
-    t ≤ b sit on the flat A = L, any mass below π_T/c), the tokens at the jump share the missing mass in
-    proportion to their mass just before it."""
+    at κ = L, below): a band around the teacher's mass, whatever λ. A token with P < κ has no place and dies; a
+    dead token's advantage is L, so for κ < L no token can die (it would grow back) and the rest point is
+    unique — the case the flows of tests/test_fixed_points.py reach from the warm start. For κ ≥ L every token
+    that can live lives (the rest point with the most survivors, as for teacher_ratio). κ solves Σ exp(ℓ) = 1
+    (Newton on log Σ, kept inside a bisection bracket). Where no κ solves it exactly, Σ jumps as tokens die: a
+    token dying at a strict peak cannot hold part of its mass, so it dies and κ is solved without it; at κ = L
+    the tokens with t ≤ b sit on the flat A = L (any mass below π_T/c is a rest), and they share the missing
+    mass in proportion to their mass just before the jump."""
     t, b = np.asarray(log_pt, np.float64), np.asarray(log_pb, np.float64)
     if lam < 1.0:
         raise ValueError("base_ratio_rest_point is for λ ≥ 1 (the caps matter for extrapolation)")
@@ -254,15 +256,12 @@ def capped_full_vocab_table(log_pt: np.ndarray, log_pb: np.ndarray, keep: np.nda
     """The three caps' rest points at one position, as `calibrate` reports them: the keeping mass under
     teacher_ratio over FULL_VOCAB_LAMBDAS (capped_rest_point), under base_ratio over CAPPED_LAMBDAS
     (base_ratio_rest_point), and whether two_sided departs from teacher_ratio there (two_sided_departs)."""
-    def kept(ell: np.ndarray) -> float:
-        return float(np.exp(np.logaddexp.reduce(np.where(keep, ell, -np.inf))))
-
     teacher_ratio, departs = [], []
-    for lam in FULL_VOCAB_LAMBDAS:
+    for lam in FULL_VOCAB_LAMBDAS:  # one teacher_ratio rest point per λ serves both (two_sided_departs's test)
         ell = capped_rest_point(log_pt, log_pb, c, float(lam))
-        teacher_ratio.append(kept(ell))
+        teacher_ratio.append(_kept_mass(ell, keep))
         if lam >= 1.0:
             departs.append(lam > 1.0 and _above_c_teacher(ell, log_pt, c))
-    base = [kept(base_ratio_rest_point(log_pt, log_pb, c, float(lam))) for lam in CAPPED_LAMBDAS]
+    base = [_kept_mass(base_ratio_rest_point(log_pt, log_pb, c, float(lam)), keep) for lam in CAPPED_LAMBDAS]
     return {"teacher_ratio": np.array(teacher_ratio), "base_ratio": np.array(base),
             "two_sided_departs": np.array(departs)}

@@ -20,9 +20,10 @@ copies the trainer's weights in (a memcpy; the worker reads them only between a 
 trainer writes them only when no request is in flight). The teacher and the base are shared, not copied; their
 prompt caches live in the worker. A sweep keeps one worker for all its runs (train/frozen_pool.py
 `rollout_worker`, `attach` per run), so the caches stay full and the process starts once. Its random stream is
-its own generator, whose state comes back with every rollout: a checkpoint stores the rollout in flight and that state (`state`), a resumed run has the
-worker score that rollout again — the frozen scores of a rollout are the same bits whether its prompts were
-cached or not (train/prompt_cache.py) — and continues bitwise as if never stopped (`restore`)."""
+its own generator, whose state comes back with every rollout: a checkpoint stores the rollout in flight and
+that state (`state`), a resumed run has the worker score that rollout again — the frozen scores of a rollout
+are the same bits whether its prompts were cached or not (train/prompt_cache.py) — and continues bitwise as if
+never stopped (`restore`)."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ class RolloutAhead:
         for frozen in (teacher, base):
             if frozen is not None:
                 frozen.share_memory()  # in place: the worker reads the trainer's own copy
-        self._serves = (id(teacher), id(base), scoring, threads)
+        self._teacher_id, self._base_id, self._setup = id(teacher), id(base), (scoring, threads)  # for `fits`
         ctx = mp.get_context("spawn")  # fork would copy the trainer's thread pools and locks
         self._requests, self._results = ctx.Queue(), ctx.Queue()
         self._process = ctx.Process(target=_serve, name="listopd-rollout-ahead", daemon=True,
@@ -88,9 +89,9 @@ class RolloutAhead:
         """Whether this worker can serve a run with these models and settings (the same frozen models, a
         student of the same shapes, the same scoring and threads) — or a run without a base, on a worker with one
         (it is then not scored under it)."""
-        same_models = self._serves[0] == id(teacher) and (base is None or self._serves[1] == id(base))
+        same_models = self._teacher_id == id(teacher) and (base is None or self._base_id == id(base))
         shapes = lambda m: [(n, p.shape, p.dtype) for n, p in m.named_parameters()]  # noqa: E731
-        return (same_models and self._serves[2:] == (scoring, threads) and self._process.is_alive()
+        return (same_models and self._setup == (scoring, threads) and self._process.is_alive()
                 and shapes(self._shadow) == shapes(student))
 
     def attach(self, *, seed: int, score_base: bool = True, **sampling) -> "RolloutAhead":
@@ -131,9 +132,10 @@ class RolloutAhead:
     def restore(self, state: dict | None) -> bool:
         """Have the worker score a checkpoint's rollout in flight again, for the next `take`; False when the
         checkpoint holds none (its generator state, if any, is where the next draw starts)."""
-        if state and "rollout" not in state:
+        if not state:
+            return False
+        if "rollout" not in state:
             self._generator_state = state["generator"]
-        if not state or "rollout" not in state:
             return False
         self._check_idle()
         self._requests.put(("score", state["rollout"], state["generator"], self._seed, self._score_base,

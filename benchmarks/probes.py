@@ -6,6 +6,9 @@
                                            # compile seconds, and whether listopd.train.rollout.sample compiles
     python benchmarks/probes.py gqa        # SDPA with the padding mask: K/V repeated (transformers' path with a
                                            # mask) vs enable_gqa, one layer and the whole model (scoring, update)
+    python benchmarks/probes.py sft-logits --model smollm2-135m --tasks TASKS.jsonl
+                                           # the SFT step's forward + backward with logits at every position vs
+                                           # from the earliest target on (train.sft.target_loss_sum), alternating
 
 Random-init presets (listopd.train.models.build_model) at the benchmark's 869-token vocabulary, prompts of
 291–322 tokens, one thread (--threads).
@@ -178,13 +181,50 @@ def probe_gqa(args) -> None:
               f"max |logit difference| {float((logits['0'] - logits['1']).abs().max()):.1e}")
 
 
+def probe_sft_logits(args) -> None:
+    from listopd.task.tasks import read_tasks
+    from listopd.train.models import load_model, load_tokenizer
+    from listopd.train.sft import collate, encode_example, target_loss_sum
+
+    tok = load_tokenizer(args.model)
+    model = load_model(args.model).train()
+    tasks = read_tasks(args.tasks)[:args.batch]
+    ids, labels, mask = collate([encode_example(t, tok) for t in tasks], tok.pad_token_id)
+
+    def full():
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+        torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                          ignore_index=-100, reduction="sum").backward()
+
+    def targets():
+        target_loss_sum(model, ids, labels, mask).backward()
+
+    times = {"full": [], "targets": []}
+    for _ in range(args.repeats):  # alternating, so that a background load hits both alike
+        for name, fn in (("full", full), ("targets", targets)):
+            model.zero_grad(set_to_none=True)
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{args.model}, batch {len(tasks)} × {ids.shape[1]} tokens ({int((labels != -100).sum())} targets), "
+          f"{args.threads} thread(s): forward + backward {med['full']:.2f} s with every position's logits, "
+          f"{med['targets']:.2f} s from the earliest target on ({med['full'] / med['targets']:.2f}x); "
+          f"runs {', '.join(f'{k} ' + ' '.join(f'{x:.2f}' for x in v) for k, v in times.items())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("probe", choices=("profile", "compile", "gqa"))
+    parser.add_argument("probe", choices=("profile", "compile", "gqa", "sft-logits"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default="smollm2-135m", help="sft-logits: model (path, preset folder or name)")
+    parser.add_argument("--tasks", help="sft-logits: task file whose first --batch tasks are the batch")
+    parser.add_argument("--batch", type=int, default=4, help="sft-logits: tasks in the batch")
+    parser.add_argument("--repeats", type=int, default=3, help="sft-logits: alternations")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    {"profile": probe_profile, "compile": probe_compile, "gqa": probe_gqa}[args.probe](args)
+    {"profile": probe_profile, "compile": probe_compile, "gqa": probe_gqa,
+     "sft-logits": probe_sft_logits}[args.probe](args)
 
 
 if __name__ == "__main__":

@@ -434,6 +434,32 @@ def test_guard_exports_the_checkpoint_before_the_drop(world, tmp_path, monkeypat
     assert any(not torch.equal(at2[k], at5[k]) for k in shared)  # the weights did move after step 2
 
 
+def test_sft_loss_from_target_positions_equals_full_logits(world):
+    """The SFT loss computes logits only from the earliest target on; its value and gradient equal the
+    full-logits cross-entropy's (prompts of different lengths, right-padded)."""
+    from listopd.train.sft import collate, encode_example, target_loss_sum
+
+    model = load_model(world.teacher)
+    examples = [encode_example(t, world.tok) for t in world.train_tasks[:4]]
+    assert len({len(x) for x, _ in examples}) > 1  # the rows' targets start at different positions
+    ids, labels, mask = collate(examples, world.tok.pad_token_id)
+
+    def grads(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    fast = target_loss_sum(model, ids, labels, mask)
+    g_fast = grads(fast)
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+    full = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                             ignore_index=-100, reduction="sum")
+    g_full = grads(full)
+    assert torch.allclose(fast, full, rtol=1e-6, atol=1e-5)
+    for a, b in zip(g_fast, g_full):  # float rounding only: the lm_head sums over fewer (all-masked) rows
+        assert float((a - b).abs().max()) <= 1e-5 * float(b.abs().max())
+
+
 # --------------------------------------------------------------------------------------------- end to end
 
 def _target_loglik(model_dir, tasks, tok) -> float:

@@ -30,6 +30,8 @@ PROFILE=${PROFILE:-cpu}
 KEEP_LAYERS=${KEEP_LAYERS:-0,6,12,18,24,29}
 TEACHER_LORA=${TEACHER_LORA:-0}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# Budgets and learning rates are first choices, not yet checked on measured curves at this scale (the SFT and sweep
+# logs' validation rates are what to check them on); each can be overridden (T_LR, W_LR, O_LR, KEEP_LAYERS, ...).
 case "$PROFILE" in
   cpu)   T_STEPS=200; W_STEPS=40; BATCH=8; O_STEPS=200; EVAL_EVERY=25; EVAL_N=32; CAL_N=40; SIZE_N=80; JUDGE_N=40
          SEEDS="0, 1"; BF16=false; THREADS=0 ;;

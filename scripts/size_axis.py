@@ -81,15 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         done = {r["name"]: r for r in json.loads(out.read_text(encoding="utf-8"))
                 if r.get("tasks") == args.tasks and r.get("n") == len(tasks)}
     rows = []
-    for name, path in models:
+    for i, (name, path) in enumerate(models):
         if name in done and done[name].get("path") == path:
             rows.append(done[name])
             continue
+        # the file always holds every requested model measured so far, so an interrupted run keeps them
+        pending = [done[n] for n, q in models[i:] if n in done and done[n].get("path") == q]
         print(f"{name}: {path} on {len(tasks)} tasks of {args.tasks}…", file=sys.stderr, flush=True)
         row = measure(name, path, tasks, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                       outputs_dir=outputs_dir)
         rows.append({**row, "tasks": args.tasks, "n": len(tasks)})
-        atomic_write_json(out, rows + [r for n, r in done.items() if n not in {x["name"] for x in rows}])
+        atomic_write_json(out, rows + pending)
         s, g = row[SAMPLED], row[GREEDY]
         print(f"{name}: {row['parameters']:,} parameters; strict parse {s['strict_parse_rate']:.3f} sampled, "
               f"{g['strict_parse_rate']:.3f} greedy; NDCG@1 parsed {s['ndcg@1_parsed']}, strict "

@@ -19,14 +19,13 @@ def main() -> int:
     from listopd.task.contract import RankingContract
     from listopd.train.models import load_model, load_tokenizer
     from listopd.task.tasks import read_tasks
-    from listopd.train.evaluation import EVAL_SEED, generate_outputs
+    from listopd.train.evaluation import evaluation_outputs
 
     torch.set_num_threads(1)
     tasks = read_tasks(sys.argv[1])
     for folder in sys.argv[2:]:
         model, tokenizer = load_model(folder).eval(), load_tokenizer(folder)
-        outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=64, greedy=False,
-                                   generator=torch.Generator().manual_seed(EVAL_SEED))
+        outputs = evaluation_outputs(model, tokenizer, tasks, max_new_tokens=64, temperature=1.0)
         role = {t.id: failure_role(RankingContract.for_task(t), outputs[t.id]) for t in tasks}
         roles = Counter(role.values())
         example = next((outputs[t.id] for t in tasks if role[t.id] != "ok"), "")

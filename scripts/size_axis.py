@@ -23,19 +23,16 @@ SAMPLED, GREEDY = "sampled", "greedy"
 
 
 def measure(name: str, path: str, tasks, *, max_new_tokens: int, batch_size: int, outputs_dir: Path) -> dict:
-    import torch
-
     from listopd.task.metrics import score
-    from listopd.train.evaluation import EVAL_SEED, generate_outputs
+    from listopd.train.evaluation import evaluation_outputs
     from listopd.train.models import count_parameters, load_model, load_tokenizer
 
     tokenizer, model = load_tokenizer(path), load_model(path).eval()
     row = {"name": name, "path": path, "parameters": count_parameters(model)}
     for decoding in (SAMPLED, GREEDY):
-        generator = torch.Generator().manual_seed(EVAL_SEED) if decoding == SAMPLED else None
         t0 = time.perf_counter()
-        outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   greedy=decoding == GREEDY, generator=generator, temperature=1.0)
+        outputs = evaluation_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                     temperature=1.0 if decoding == SAMPLED else 0.0)
         seconds = time.perf_counter() - t0
         tokens = sum(len(tokenizer.encode(o, add_special_tokens=False)) for o in outputs.values())
         metrics = score(tasks, outputs, n_boot=500)
@@ -67,36 +64,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", required=True, help="task file (the split the models are compared on)")
     ap.add_argument("--n", type=int, default=80, help="first N tasks (default 80)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=16, help="generation batch (16: the trainer's validation "
+                    "draws; the sampled outputs depend on it)")
     ap.add_argument("--out", required=True, help="size-axis JSON list (outputs go to a folder beside it)")
     args = ap.parse_args(argv)
 
     models = [parse_model(m) for m in args.models]
     tasks = read_tasks(args.tasks)[:args.n]
     out = Path(args.out)
-    outputs_dir = out.with_suffix("").parent / (out.stem + "_outputs")
+    outputs_dir = out.parent / f"{out.stem}_outputs"
     outputs_dir.mkdir(parents=True, exist_ok=True)
     done = {}
     if out.is_file():
         done = {r["name"]: r for r in json.loads(out.read_text(encoding="utf-8"))
                 if r.get("tasks") == args.tasks and r.get("n") == len(tasks)}
-    rows = []
-    for i, (name, path) in enumerate(models):
-        if name in done and done[name].get("path") == path:
-            rows.append(done[name])
+    kept = {n: done[n] for n, q in models if n in done and done[n].get("path") == q}
+    measured = {}
+
+    def requested_rows():  # every requested model measured so far (now or before), in the command's order
+        return [measured.get(n) or kept[n] for n, _ in models if n in measured or n in kept]
+
+    for name, path in models:
+        if name in kept:
             continue
-        # the file always holds every requested model measured so far, so an interrupted run keeps them
-        pending = [done[n] for n, q in models[i:] if n in done and done[n].get("path") == q]
         print(f"{name}: {path} on {len(tasks)} tasks of {args.tasks}…", file=sys.stderr, flush=True)
         row = measure(name, path, tasks, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                       outputs_dir=outputs_dir)
-        rows.append({**row, "tasks": args.tasks, "n": len(tasks)})
-        atomic_write_json(out, rows + pending)
+        measured[name] = {**row, "tasks": args.tasks, "n": len(tasks)}
+        atomic_write_json(out, requested_rows())  # an interrupted run keeps what it measured
         s, g = row[SAMPLED], row[GREEDY]
         print(f"{name}: {row['parameters']:,} parameters; strict parse {s['strict_parse_rate']:.3f} sampled, "
               f"{g['strict_parse_rate']:.3f} greedy; NDCG@1 parsed {s['ndcg@1_parsed']}, strict "
               f"{s['ndcg@1_strict']:.3f}; {s['tokens_per_s']} tokens/s sampled", flush=True)
-    atomic_write_json(out, rows)
+    atomic_write_json(out, requested_rows())
     return 0
 
 

@@ -20,7 +20,7 @@ from listopd.experiment.calibrate import failure_role
 from listopd.task.contract import RankingContract
 from listopd.task.metrics import score
 from listopd.task.tasks import read_tasks
-from listopd.train.evaluation import EVAL_SEED, evaluate, generate_outputs
+from listopd.train.evaluation import evaluate, evaluation_outputs
 from listopd.train.models import load_model, load_tokenizer
 
 
@@ -37,9 +37,8 @@ def main() -> None:
     rows = {}
     for folder in args.models:
         model, tok = load_model(folder), load_tokenizer(folder)
-        # evaluate(temperature=1)'s own draws (its generator, seeded with EVAL_SEED), kept to see where they fail
-        outputs = generate_outputs(model, tok, tasks, max_new_tokens=args.max_new_tokens, greedy=False,
-                                   generator=torch.Generator().manual_seed(EVAL_SEED))
+        # evaluate(temperature=1)'s own draws, kept to see where they fail
+        outputs = evaluation_outputs(model, tok, tasks, max_new_tokens=args.max_new_tokens, temperature=1.0)
         sampled = score(tasks, outputs, n_boot=200)
         failures = Counter(failure_role(RankingContract.for_task(t), outputs[t.id]) for t in tasks)
         greedy = evaluate(model, tok, tasks, max_new_tokens=args.max_new_tokens)

@@ -55,18 +55,24 @@ def generate_outputs(model, tokenizer, tasks, *, max_new_tokens: int, batch_size
 EVAL_SEED = 20260101  # sampled evaluations draw from this seed: the same draws at every evaluation of every run
 
 
-def evaluate(model, tokenizer, tasks, *, max_new_tokens: int, batch_size: int = 16, n_boot: int = 200,
-             temperature: float = 0.0) -> dict:
-    """Outputs on `tasks`, scored by listopd.task.metrics.score (strict parse, NDCG parsed/strict, …).
-
-    temperature 0: greedy. temperature > 0: one sample per task at that temperature from a generator seeded
-    with EVAL_SEED, so two evaluations differ only through the model. Sampling measures the distribution
-    that on-policy training shapes; greedy decoding only its argmax (a warm start can parse 100% greedily
-    and 44% of the time when sampled)."""
+def evaluation_outputs(model, tokenizer, tasks, *, max_new_tokens: int, batch_size: int = 16,
+                       temperature: float = 0.0) -> dict[str, str]:
+    """Task id -> the output `evaluate` scores. temperature 0: greedy. temperature > 0: one sample per task at
+    that temperature from a generator seeded with EVAL_SEED, so two evaluations differ only through the model
+    (the same draws at the same batch_size)."""
     sampled = temperature > 0
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(EVAL_SEED) if sampled else None
-    outputs = generate_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               greedy=not sampled, generator=generator, temperature=temperature if sampled else 1.0)
+    return generate_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            greedy=not sampled, generator=generator, temperature=temperature if sampled else 1.0)
+
+
+def evaluate(model, tokenizer, tasks, *, max_new_tokens: int, batch_size: int = 16, n_boot: int = 200,
+             temperature: float = 0.0) -> dict:
+    """Outputs on `tasks` (`evaluation_outputs`), scored by listopd.task.metrics.score (strict parse, NDCG
+    parsed/strict, …). Sampling measures the distribution that on-policy training shapes; greedy decoding only
+    its argmax (a warm start can parse 100% greedily and 44% of the time when sampled)."""
+    outputs = evaluation_outputs(model, tokenizer, tasks, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                 temperature=temperature)
     return score(tasks, outputs, n_boot=n_boot)
 
 

@@ -113,9 +113,11 @@ def test_lambda_one_matches_hand_written_plain_opd_weights(world, tmp_path, reco
 
     Not bitwise: the reference scores each row in its own unpadded forward pass, the trainer in padded
     micro-batches, so gradients differ by float round-off (~1e-7 relative, see the gradient test). Adam's
-    first steps divide by |g| + 1e-8, which turns that round-off into visible weight differences where
-    |g| is itself ~1e-8; so the tight tolerance applies where |g| > 1e-5 at step 1 (~85% of the weights)
-    and a loose one (lr/10, an Adam step is ~lr) everywhere."""
+    steps divide by its first moment's scale, which turns that round-off into visible weight differences
+    where the moment is itself small: |g| ~1e-8 at step 1, or g1 and g2 of opposite signs cancelling in
+    step 2's moment (0.1·(0.9·g1 + g2); seen once in 400k weights on an AVX2 CPU: 0.9·g1 + g2 = 6e-6). So the
+    tight tolerance applies where |g1| > 1e-5 and |0.9·g1 + g2| > 1e-5 (~80% of the weights) and a loose one
+    (lr/10, an Adam step is ~lr) everywhere."""
     cfg = opd_config(world, tmp_path / "run", student=world.eos_student, steps=2, reward_scale=1.0,
                      clip_mode="none", lr=1e-3, grad_clip=1.0, save_every=1)
     run_opd(cfg, quiet=True)
@@ -134,7 +136,8 @@ def test_lambda_one_matches_hand_written_plain_opd_weights(world, tmp_path, reco
     for name, ref in reference.named_parameters():
         got, ref = trained[name].detach(), ref.detach()
         assert not torch.equal(ref, initial[name].detach()), name  # every tensor was updated
-        tight = grads[0][name].abs() > 1e-5
+        g1, g2 = grads[0][name], grads[1][name]  # the clipped gradients each Adam step took
+        tight = (g1.abs() > 1e-5) & ((0.9 * g1 + g2).abs() > 1e-5)
         torch.testing.assert_close(got[tight], ref[tight], atol=1e-6, rtol=0, msg=name)
         torch.testing.assert_close(got, ref, atol=cfg.lr / 10, rtol=0, msg=name)
         n_tight, n_all = n_tight + int(tight.sum()), n_all + tight.numel()

@@ -18,6 +18,17 @@ export HF_HUB_OFFLINE=1 BIN
 # EPYC with AVX-512: λ* 1.586 at close_brace against the locked 1.532 at open_brace). Pinning torch, MKL and
 # oneDNN to their AVX2 paths rebuilds the locked pair exactly, and the runs compute as they did on the lock's machine.
 export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+# Both locks ran on AMD CPUs, and on Intel CPUs the pins are not enough: MKL (torch's BLAS) honours MKL_CBWR only
+# on Intel processors and runs its own AUTO dispatch on others (its documentation), so Intel's AVX2 branch is not
+# the AMD machine's kernels. Measured 2026-12-02 on an Intel Xeon (AVX-512, AMX) with the pins above: the rebuilt
+# pair R has λ* 1.646 at close_bracket (locked 1.532 at open_brace), warm start 0.156 / teacher 0.75 sampled on
+# 64 validation tasks (locked 0.109 / 0.891), and the calibration check below refused it after 9 minutes. So
+# refuse at once on a CPU that is not AMD (FORCE_CPU=1 tries anyway; the check below still guards the lock).
+vendor=$(grep -m1 vendor_id /proc/cpuinfo | awk '{print $3}')
+if [ "$vendor" != AuthenticAMD ] && [ "${FORCE_CPU:-0}" != 1 ]; then
+    echo "continue_locked.sh: pair R can be rebuilt only on an AMD CPU (this one is $vendor: MKL's kernels differ); the locked sweeps wait for one" >&2
+    exit 2
+fi
 
 pinned() {  # NAME COMMIT: a worktree of this repository at COMMIT
     [ -d "$W/$1" ] || git -C "$ROOT" worktree add --detach "$W/$1" "$2"

@@ -1,7 +1,9 @@
 """The demo pipeline end to end at toy sizes: every stage writes its output, a re-run skips finished stages,
-and the report names the predicted λ* and the four models. (Speed and the science are for `listopd demo`.)"""
+and the report names the predicted λ* and the five models. (Speed and the science are for `listopd demo`.)"""
 
 import json
+
+import pytest
 
 from listopd.experiment.demo import DemoConfig, run_demo
 
@@ -13,20 +15,28 @@ def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
     for path in ("data/train.jsonl", "tokenizer/tokenizer.json", "teacher/final/model.safetensors",
                  "warm/final/model.safetensors", "calibration/calibration.json", "calibration/calibration.png",
-                 "opd_below/summary.json", "opd_above/summary.json", "evaluation.json", "opd_curves.png",
-                 "report.md"):
+                 "opd_plain/summary.json", "opd_below/summary.json", "opd_above/summary.json", "evaluation.json", "opd_curves.png",
+                 "mechanism.png", "report.md"):
         assert (out / path).exists(), path
     lam_star = result["lambda_star"]
     lambdas = result["lambdas"]
-    assert lambdas["below"] < lam_star < lambdas["above"]
+    assert lambdas["plain"] == 1.0 and lambdas["below"] < lam_star < lambdas["above"]
     assert json.loads((out / "opd_above" / "config.json").read_text())["allow_above_cliff"] is True
     report = (out / "report.md").read_text()
-    assert f"{lam_star:.3f}" in report and report.count("| ListOPD λ=") == 2
-    assert len(result["models"]) == 4
+    assert f"{lam_star:.3f}" in report and report.count("| ListOPD λ=") == 3
+    assert len(result["models"]) == 5
     for row in result["models"].values():  # sampled (T = 1, fixed seed) and greedy test metrics
         assert 0 <= row["strict_parse_rate"] <= 1 and 0 <= row["greedy"]["strict_parse_rate"] <= 1
     assert json.loads((out / "opd_below" / "config.json").read_text())["estimator"] == "expected"
     assert "strict parse (greedy)" in report
+    warm = result["models"]["warm start (SFT, tiny-student)"]
+    for side in ("plain", "below", "above"):  # each run's sampled parse minus the warm start's, same tasks
+        lift = result["lift_over_warm"][side]
+        run = next(v for k, v in result["models"].items() if k.startswith(f"ListOPD λ={lambdas[side]} "))
+        assert lift["points"] == pytest.approx(100 * (run["strict_parse_rate"] - warm["strict_parse_rate"]))
+        assert lift["n"] == 4
+        assert lift["ci"][0] <= lift["points"] <= lift["ci"][1]
+    assert "mechanism.png" in report and "paired bootstrap" in report
 
     capsys.readouterr()
     again = run_demo(cfg)  # every stage is done: nothing is retrained

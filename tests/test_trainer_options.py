@@ -175,3 +175,43 @@ def test_sft_student_from_a_subset_of_the_teachers_layers(world, tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["keep_layers"] == "0,2"
     with pytest.raises(ListopdError, match="keep_layers must be"):
         sft_config(world, tmp_path / "bad", model=world.teacher, keep_layers="0;2")
+
+
+def test_sft_stops_at_its_sampled_parse_target_and_stays_stopped(dist_world, tmp_path, monkeypatch):
+    """stop_at_sampled_parse: at each evaluation the SFT also validates one sample per task at T = 1 and stops once
+    that rate reaches the target — checkpointed at the stopping step, and a re-run does not train further. The
+    sampled rates are scripted (a tiny model at 2 steps keeps no format): 0.0, 0.05, then 0.25 ≥ 0.2."""
+    from listopd.train.scaffold import TrainingRun
+    from listopd.train.sft import run_sft
+
+    real_validate, sampled_rates, calls = TrainingRun.validate, iter([0.0, 0.05, 0.25]), []
+
+    def scripted(self, tokenizer, tasks, *, max_new_tokens, temperature=0.0):
+        calls.append(temperature)
+        if temperature == 0.0:
+            return real_validate(self, tokenizer, tasks, max_new_tokens=max_new_tokens)
+        return {"val_strict_parse_rate": next(sampled_rates)}
+
+    monkeypatch.setattr(TrainingRun, "validate", scripted)
+    cfg = _sft_cfg(dist_world, tmp_path / "warm", steps=20, eval_every=2, save_every=5, val_tasks=dist_world.tasks,
+                   eval_tasks=2, max_new_tokens=4, stop_at_sampled_parse=0.2)
+    summary = run_sft(cfg, quiet=True)
+    assert summary["steps"] == 6 and summary["stop_reason"] == "sampled_parse"
+    log = read_metrics(tmp_path / "warm")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert [r.get("val_sampled_strict_parse_rate") for r in log if r["step"] % 2 == 0] == [0.0, 0.05, 0.25]
+    from listopd.train.checkpoint import step_at_or_before
+    assert step_at_or_before(tmp_path / "warm", 20) == 6  # the stopping step is saved (save_every is 5)
+    assert calls.count(1.0) == 3
+    again = run_sft(cfg, quiet=True)  # resumes at step 6, already stopped: no further step, no further draw
+    assert again["steps"] == 6 and again["stop_reason"] == "sampled_parse"
+    assert len(read_metrics(tmp_path / "warm")) == 6 and calls.count(1.0) == 3
+
+
+def test_sft_stop_at_sampled_parse_needs_validation(dist_world, tmp_path):
+    from listopd.util.errors import ListopdError
+
+    with pytest.raises(ListopdError, match="needs val_tasks"):
+        _sft_cfg(dist_world, tmp_path / "x", stop_at_sampled_parse=0.2, eval_every=2).validate()
+    with pytest.raises(ListopdError, match=r"in \(0, 1\]"):
+        _sft_cfg(dist_world, tmp_path / "x", stop_at_sampled_parse=1.5, val_tasks=dist_world.tasks, eval_every=2).validate()

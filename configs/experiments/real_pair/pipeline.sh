@@ -5,6 +5,7 @@
 #
 #   bash configs/experiments/real_pair/pipeline.sh                 # PROFILE=cpu: the budgets below (many CPU-hours)
 #   PROFILE=gpu bash configs/experiments/real_pair/pipeline.sh     # bf16, larger batches, on a CUDA machine
+#   BF16=true bash configs/experiments/real_pair/pipeline.sh       # the cpu budgets in bf16 (CPUs with AMX)
 #   PROFILE=smoke P=/tmp/rp bash configs/experiments/real_pair/pipeline.sh   # every stage at a toy budget
 #
 # Stages (P = ${P:-runs/real_pair}):
@@ -32,6 +33,7 @@ TEACHER_LORA=${TEACHER_LORA:-0}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # Budgets and learning rates are first choices, not yet checked on measured curves at this scale (the SFT and sweep
 # logs' validation rates are what to check them on); each can be overridden (T_LR, W_LR, O_LR, KEEP_LAYERS, ...).
+user_bf16=${BF16:-}  # BF16=true|false overrides the profile's choice (a CPU with AMX or AVX512-BF16 runs bf16 fast)
 case "$PROFILE" in
   cpu)   T_STEPS=200; W_STEPS=40; BATCH=8; O_STEPS=200; EVAL_EVERY=25; EVAL_N=32; CAL_N=40; SIZE_N=80; JUDGE_N=40
          SEEDS="0, 1"; BF16=false; THREADS=0 ;;
@@ -41,6 +43,7 @@ case "$PROFILE" in
          SEEDS="0"; BF16=false; THREADS=1 ;;
   *) echo "PROFILE must be cpu, gpu or smoke, not $PROFILE" >&2; exit 2 ;;
 esac
+BF16=${user_bf16:-$BF16}
 T_LR=${T_LR:-$([ "$TEACHER_LORA" -gt 0 ] && echo 2e-4 || echo 5e-5)}
 W_LR=${W_LR:-1e-4}
 O_LR=${O_LR:-3e-5}

@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 BIN=${BIN:-.venv/bin}
 P=runs/round2/pair
-test -f "$P/evaluation.json" || "$BIN/listopd" demo --seed 23 --warm-steps 200 --out "$P" --opd-steps 1 --eval-tasks 40
+test -f "$P/evaluation.json" || "$BIN/listopd" demo --seed 23 --out "$P" --opd-steps 1 --eval-tasks 40 \
+  --teacher-steps 280 --teacher-schedule constant --warm-steps 200 --warm-stop-at-sampled-parse 0 --sft-batch-size 16 \
+  --sft-bf16 false  # the demo's SFT recipe of the time, spelled out
 test -f "$P/calibration_v40/calibration.json" || "$BIN/listopd" calibrate --teacher "$P/teacher/final" \
   --warm-start "$P/warm/final" --tasks "$P/data/validation.jsonl" --max-tasks 40 --c 5 --out "$P/calibration_v40"
 # the warm start's and the teacher's rates as the runs measure them (the lock's warm_start_rate and threshold)

@@ -7,7 +7,9 @@ OUT=runs/round2_explore
 mkdir -p "$OUT"
 # the pair: data, tokenizer, SFT teacher and warm start, calibration (the demo's own stages; its two 1-step
 # ListOPD runs and the evaluation are a minute)
-test -f "$OUT/pairE/evaluation.json" || "$BIN/listopd" demo --seed 11 --out "$OUT/pairE" --opd-steps 1 --eval-tasks 40
+test -f "$OUT/pairE/evaluation.json" || "$BIN/listopd" demo --seed 11 --out "$OUT/pairE" --opd-steps 1 --eval-tasks 40 \
+  --teacher-steps 280 --teacher-schedule constant --warm-steps 280 --warm-stop-at-sampled-parse 0 --sft-batch-size 16 \
+  --sft-bf16 false  # the demo's SFT recipe of the time, spelled out
 P="$OUT/pairE"
 # the demo's warm start (280 fp32 SFT steps) samples valid outputs 70% of the time, the teacher 80%: no headroom.
 # 200 steps of the same SFT (lr 1e-3 constant, warm-up 20, seed 11): 20% sampled, 0% greedy on 64 validation tasks

@@ -20,7 +20,12 @@ MECHANISM_FIGURE = "mechanism.png"
 
 def trajectories(sweep_dir: Path, name: str) -> list[tuple[int, dict[str, float]]]:
     """[(step, {role: keeping mass})] of one sweep run, from OUT/runs/NAME/metrics.jsonl and its summary."""
-    run = Path(sweep_dir) / "runs" / name
+    return run_trajectory(Path(sweep_dir) / "runs" / name)
+
+
+def run_trajectory(run: Path) -> list[tuple[int, dict[str, float]]]:
+    """[(step, {role: keeping mass})] of one ListOPD run folder, from its metrics.jsonl and summary.json."""
+    run = Path(run)
     out = []
     log = run / "metrics.jsonl"
     if log.is_file():

@@ -126,12 +126,12 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     run.start(model, optimizer, scheduler, config=dataclasses.asdict(cfg), start_step=start_step)
 
     def save(step: int) -> None:
-        run.save(step, rng=ckpt.rng_state(), trainer_state={"tokens_seen": tokens_seen})
+        run.save(step, rng=ckpt.rng_state(), trainer_state={"tokens_seen": tokens_seen, "stop_reason": stop_reason})
 
     # train
     bar = tqdm(total=cfg.steps, initial=start_step, desc="sft", disable=quiet or not run.is_main, dynamic_ncols=True)
-    step, stop_reason, t0 = start_step, "steps", time.time()
-    while step < cfg.steps:
+    step, stop_reason, t0 = start_step, trainer_state.get("stop_reason", "steps"), time.time()
+    while step < cfg.steps and stop_reason != "sampled_parse":  # a run stopped by its parse target stays stopped
         if cfg.max_train_tokens is not None and tokens_seen >= cfg.max_train_tokens:
             stop_reason = "max_train_tokens"
             break
@@ -143,15 +143,20 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
                   "tokens_seen": tokens_seen, "elapsed_s": round(time.time() - t0, 2)}
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             record.update(run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens))
+            if cfg.stop_at_sampled_parse is not None:
+                sampled = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens, temperature=1.0)
+                record["val_sampled_strict_parse_rate"] = sampled["val_strict_parse_rate"]
+                if sampled["val_strict_parse_rate"] >= cfg.stop_at_sampled_parse:
+                    stop_reason = "sampled_parse"
         run.log(record)
         bar.update(1)
         bar.set_postfix(loss=f"{mean_loss:.3f}", **({"parse": f"{record['val_strict_parse_rate']:.2f}"}
                                                     if "val_strict_parse_rate" in record else {}))
-        if step % cfg.save_every == 0:
+        if step % cfg.save_every == 0 or stop_reason == "sampled_parse":
             save(step)
     bar.close()
     # save and clean up
-    if step % cfg.save_every:
+    if step % cfg.save_every and stop_reason != "sampled_parse":  # (that stop saved its step already)
         save(step)
     final = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens)
     return run.finish(tokenizer, {"steps": step, "tokens_seen": tokens_seen, "stop_reason": stop_reason, **final})

@@ -30,6 +30,10 @@ class SFTConfig:
     grad_clip: float = option(1.0, "gradient-norm clip")
     eval_every: int = option(100, "validate every N steps (0: only at the end)", at_least=0)
     eval_tasks: int = option(64, "validation tasks per evaluation", at_least=1)
+    stop_at_sampled_parse: float | None = option(
+        None, "stop once the strict parse rate of one sample per validation task at T = 1 reaches this (checked "
+              "every eval_every steps): a warm start stopped with parse headroom, at whatever step its format "
+              "starts to click on this machine")
     max_new_tokens: int = option(64, "completion length limit of the validation outputs", at_least=1)
     save_every: int = option(100, "checkpoint every N steps", at_least=1)
     seed: int = option(0, "seed of the model initialisation (presets), the data order and any LoRA initialisation",
@@ -49,6 +53,11 @@ class SFTConfig:
         require(finite_positive(self.lr), f"lr must be a finite number > 0; got {self.lr}")
         require(self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine; got {self.schedule}")
         require(self.grad_clip > 0, "grad_clip must be > 0")
+        if self.stop_at_sampled_parse is not None:
+            require(0 < self.stop_at_sampled_parse <= 1,
+                    f"stop_at_sampled_parse must be in (0, 1]; got {self.stop_at_sampled_parse}")
+            require(bool(self.val_tasks) and self.eval_every > 0,
+                    "stop_at_sampled_parse needs val_tasks and eval_every > 0 (it is checked at each evaluation)")
 
     def layer_list(self) -> list[int] | None:
         return None if self.keep_layers is None else [int(x) for x in self.keep_layers.split(",")]

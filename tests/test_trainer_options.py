@@ -181,6 +181,7 @@ def test_sft_stops_at_its_sampled_parse_target_and_stays_stopped(dist_world, tmp
     """stop_at_sampled_parse: at each evaluation the SFT also validates one sample per task at T = 1 and stops once
     that rate reaches the target — checkpointed at the stopping step, and a re-run does not train further. The
     sampled rates are scripted (a tiny model at 2 steps keeps no format): 0.0, 0.05, then 0.25 ≥ 0.2."""
+    from listopd.train.checkpoint import step_at_or_before
     from listopd.train.scaffold import TrainingRun
     from listopd.train.sft import run_sft
 
@@ -200,7 +201,6 @@ def test_sft_stops_at_its_sampled_parse_target_and_stays_stopped(dist_world, tmp
     log = read_metrics(tmp_path / "warm")
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
     assert [r.get("val_sampled_strict_parse_rate") for r in log if r["step"] % 2 == 0] == [0.0, 0.05, 0.25]
-    from listopd.train.checkpoint import step_at_or_before
     assert step_at_or_before(tmp_path / "warm", 20) == 6  # the stopping step is saved (save_every is 5)
     assert calls.count(1.0) == 3
     again = run_sft(cfg, quiet=True)  # resumes at step 6, already stopped: no further step, no further draw

@@ -7,18 +7,16 @@ set -euo pipefail
 P=${P:-runs/real_pair}
 D=docs/experiments/real_pair
 mkdir -p "$D"
-for stage in teacher warm; do
-  [ -f "$P/$stage/metrics.jsonl" ] || continue
-  mkdir -p "$D/$stage"
-  for f in config.json metrics.jsonl summary.json; do [ -f "$P/$stage/$f" ] && cp "$P/$stage/$f" "$D/$stage/"; done
-done
-[ -f "$P/calibration/calibration.json" ] && mkdir -p "$D/calibration" && cp "$P"/calibration/calibration.{json,png} "$D/calibration/"
-[ -f "$P/sweep.yaml" ] && cp "$P/sweep.yaml" "$D/"
-[ -d "$P/sweep/results" ] && mkdir -p "$D/results" && cp "$P"/sweep/results/*.json "$D/results/" 2>/dev/null || true
-for run in "$P"/sweep/runs/*/; do
-  [ -f "$run/metrics.jsonl" ] || continue
-  mkdir -p "$D/runs/$(basename "$run")"
-  for f in config.json metrics.jsonl summary.json; do [ -f "$run/$f" ] && cp "$run/$f" "$D/runs/$(basename "$run")/"; done
-done
-for f in size_axis.json; do [ -f "$P/$f" ] && cp "$P/$f" "$D/"; done
+logs() {  # SRC DST: a run folder's config, metrics log and summary, where they exist
+  [ -f "$1/metrics.jsonl" ] || return 0
+  mkdir -p "$2"
+  for f in config.json metrics.jsonl summary.json; do [ ! -f "$1/$f" ] || cp "$1/$f" "$2/"; done
+}
+logs "$P/teacher" "$D/teacher"
+logs "$P/warm" "$D/warm"
+for run in "$P"/sweep/runs/*/; do [ ! -d "$run" ] || logs "$run" "$D/runs/$(basename "$run")"; done
+[ ! -f "$P/calibration/calibration.json" ] || { mkdir -p "$D/calibration"; cp "$P"/calibration/calibration.{json,png} "$D/calibration/"; }
+[ ! -f "$P/sweep.yaml" ] || cp "$P/sweep.yaml" "$D/"
+[ ! -d "$P/sweep/results" ] || { mkdir -p "$D/results"; cp "$P"/sweep/results/*.json "$D/results/" 2>/dev/null || true; }
+[ ! -f "$P/size_axis.json" ] || cp "$P/size_axis.json" "$D/"
 echo "collected into $D"

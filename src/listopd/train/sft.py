@@ -131,6 +131,7 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     # train
     bar = tqdm(total=cfg.steps, initial=start_step, desc="sft", disable=quiet or not run.is_main, dynamic_ncols=True)
     step, stop_reason, t0 = start_step, trainer_state.get("stop_reason", "steps"), time.time()
+    greedy = None  # the latest evaluation's greedy numbers: the summary's, where training stops right after one
     while step < cfg.steps and stop_reason != "sampled_parse":  # a run stopped by its parse target stays stopped
         if cfg.max_train_tokens is not None and tokens_seen >= cfg.max_train_tokens:
             stop_reason = "max_train_tokens"
@@ -142,7 +143,8 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
         record = {"step": step, "loss": mean_loss, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
                   "tokens_seen": tokens_seen, "elapsed_s": round(time.time() - t0, 2)}
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-            record.update(run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens))
+            greedy = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens)
+            record.update(greedy)
             if cfg.stop_at_sampled_parse is not None:
                 sampled = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens, temperature=1.0)
                 record["val_sampled_strict_parse_rate"] = sampled["val_strict_parse_rate"]
@@ -158,5 +160,6 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     # save and clean up
     if step % cfg.save_every and stop_reason != "sampled_parse":  # (that stop saved its step already)
         save(step)
-    final = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens)
+    stopped_at_eval = stop_reason == "sampled_parse" and greedy is not None  # (same weights: not validated twice)
+    final = greedy if stopped_at_eval else run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens)
     return run.finish(tokenizer, {"steps": step, "tokens_seen": tokens_seen, "stop_reason": stop_reason, **final})

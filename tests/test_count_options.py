@@ -26,6 +26,7 @@ from listopd.util.config import field_minimum
 # (command, option) -> what 0 means (the option's help must say "0")
 ZERO_MEANS = {
     ("sft", "--warmup-steps"): "no warm-up", ("opd", "--warmup-steps"): "no warm-up",
+    ("demo", "--opd-warmup-steps"): "no warm-up",
     ("sft", "--eval-every"): "only at the end", ("opd", "--eval-every"): "only at the end",
     ("sft", "--lora-r"): "full fine-tuning", ("opd", "--lora-r"): "full fine-tuning",
     ("sft", "--threads"): "torch's default", ("opd", "--threads"): "torch's default",

@@ -2,7 +2,9 @@
 and the fixtures tests take by name: `world` (tests/tiny_world.py), `dist_world` (tests/dist_helpers.py) and
 `amazon_subset_dir`."""
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,6 +24,32 @@ def _single_thread_torch():
     except ImportError:  # theory tests run without torch
         return
     torch.set_num_threads(1)
+
+
+class _CurrentStderr:
+    """A stream that writes to whatever sys.stderr is at the moment of writing (a capsys buffer, pytest's
+    capture, the real one)."""
+
+    def write(self, text):
+        return sys.stderr.write(text)
+
+    def flush(self):
+        sys.stderr.flush()
+
+
+@pytest.fixture(autouse=True)
+def _library_log_handlers_follow_stderr():
+    """transformers' stderr handler writes to the current sys.stderr, as it does outside pytest. The handler
+    keeps the stream it was made with: made during a capsys test, that stream is closed when the test ends and
+    every later test that logs through it got '--- Logging error ---' tracebacks (the outcome depended on the
+    order tests ran in); made elsewhere, what transformers logs never reached a capsys test's stderr, so the
+    one-line-error tests could not see it."""
+    for handler in logging.getLogger("transformers").handlers:
+        if type(handler) is logging.StreamHandler and not isinstance(handler.stream, _CurrentStderr):
+            handler.stream = _CurrentStderr()  # not setStream: it flushes the old stream, which may be closed
+            if "flush" in vars(handler):  # transformers binds the handler's flush to the stderr it was made with
+                del handler.flush
+    yield
 
 
 @pytest.fixture

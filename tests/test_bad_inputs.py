@@ -440,7 +440,7 @@ def test_the_corpus_is_large_and_distinct():
 
 # One case per kind of input, through a real `python -m listopd` process (real stderr: warnings and
 # tracebacks would show here).
-SUBPROCESS_CASES = ["task-non-utf8", "task-huge-line", "cfg-c-one", "arg-not-int", "model-non-causal",
+SUBPROCESS_CASES = ["task-non-utf8", "task-huge-line", "cfg-c-one", "arg-not-int", "model-non-causal", "model-shape-mismatch",
                     "model-vocab-mismatch", "cal-wrong-version", "prereg-tampered", "out-duplicate"]
 
 

@@ -77,6 +77,23 @@ def test_save_load_round_trip(tok, tmp_path):
     assert loaded_tok.chat_template == tok.chat_template
 
 
+def test_a_load_that_succeeds_passes_transformers_warnings_on(tok, tmp_path, capsys):
+    # load_model holds transformers' log records while it loads, to drop the LOAD REPORT table of a load that
+    # fails (its one-line error says why); a load that succeeds must still show them: here a checkpoint that
+    # lacks a tensor, which transformers initialises at random and reports as MISSING.
+    from safetensors.torch import load_file, save_file
+
+    build_model("tiny-student", tok, seed=3).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    missing = next(k for k in weights if k.endswith("mlp.up_proj.weight"))
+    save_file({k: v for k, v in weights.items() if k != missing}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    capsys.readouterr()
+    load_model(tmp_path)
+    err = capsys.readouterr().err
+    assert "MISSING" in err and "up_proj" in err, err
+
+
 def _with(tok, **special):
     other = copy.deepcopy(tok)
     for k, v in special.items():

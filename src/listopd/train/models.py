@@ -37,6 +37,7 @@ tokenizer never produces, so code that compares full distributions across models
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -300,6 +301,33 @@ def _resolve(path_or_name, what: str = "model") -> tuple[str, str | None]:
     return str(p), None
 
 
+@contextlib.contextmanager
+def _transformers_logs_held():
+    """Hold transformers' log records while a model loads; `release()` passes them on. A load that fails
+    never calls it, so its records are dropped: transformers logs a multi-line LOAD REPORT table (e.g. every
+    mis-shaped tensor) before it raises, and the user gets the one-line error instead. A load that succeeds
+    passes its warnings on (a report of weights the checkpoint lacked is worth seeing)."""
+    import logging
+
+    root = logging.getLogger("transformers")  # the library's root logger: its handler writes to stderr
+    held: list[logging.LogRecord] = []
+    holder = logging.Handler()
+    holder.emit = held.append
+    handlers, propagate = root.handlers[:], root.propagate
+    root.handlers, root.propagate = [holder], False
+
+    def release():
+        root.handlers, root.propagate = handlers, propagate
+        for record in held:
+            root.handle(record)
+        held.clear()
+
+    try:
+        yield release
+    finally:
+        root.handlers, root.propagate = handlers, propagate
+
+
 def load_model(path_or_name, *, dtype=None):
     """Any Hugging Face causal LM from a local directory (local_files_only), a local .gguf file, or
     "smollm2-135m". dtype defaults to torch.float32. Returns the model in eval mode."""
@@ -327,7 +355,9 @@ def load_model(path_or_name, *, dtype=None):
         bar = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # no "Loading weights" bar: stderr keeps one line per error
         try:
-            model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
+            with _transformers_logs_held() as release:
+                model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
+                release()
         except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # unreadable, torn or mis-shaped
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             if "ignore_mismatched_sizes" in reason:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from listopd.train.models import load_frozen, load_model
-from listopd.train.opd import run_opd
+from listopd.train.opd import run_opd, trainer_threads
 from listopd.train.rollout import completion_logprobs, micro_batches, sample
 from listopd.train.rollout_ahead import RolloutAhead, Scoring
 from listopd.util.errors import ListopdError
@@ -176,3 +176,14 @@ def test_a_checkpoint_with_nothing_in_flight_continues_the_worker_s_stream(world
         again = resumed.take()  # … and the draw continues the stream
     assert torch.equal(again.rollout.input_ids, second.rollout.input_ids)
     assert not torch.equal(second.rollout.sampler_logprobs, first.rollout.sampler_logprobs)
+
+
+def test_the_trainer_leaves_the_worker_its_cores(world, tmp_path, monkeypatch):
+    # threads 0 is torch's default, one per core: beside the worker's sampler_threads the trainer takes the
+    # cores left (at least one); a thread count given explicitly, or no worker, is used as it is
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    cfg = opd_config(world, tmp_path / "t", steps=1)
+    assert trainer_threads(dataclasses.replace(cfg, threads=0, rollout_ahead=0)) == 0
+    assert trainer_threads(dataclasses.replace(cfg, threads=0, rollout_ahead=1, sampler_threads=1)) == 3
+    assert trainer_threads(dataclasses.replace(cfg, threads=0, rollout_ahead=1, sampler_threads=4)) == 1
+    assert trainer_threads(dataclasses.replace(cfg, threads=2, rollout_ahead=1, sampler_threads=1)) == 2

@@ -164,6 +164,15 @@ def _micro_batch_loss(cfg: OPDConfig, run: TrainingRun, m, lp_teacher, lp_base, 
                         **loss_args), entropy
 
 
+def trainer_threads(cfg: OPDConfig) -> int:
+    """The trainer's torch threads. threads 0 is torch's default, one per core; with rollout_ahead the worker
+    process runs sampler_threads of its own beside it, so the trainer takes the cores left (at least one)
+    instead of oversubscribing the machine (2 + 1 threads on 2 cores ran slower than synchronous training)."""
+    if cfg.threads or not cfg.rollout_ahead:
+        return cfg.threads
+    return max(1, torch.get_num_threads() - cfg.sampler_threads)
+
+
 def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = None) -> dict:
     """Train a ListOPD run into cfg.out (resuming its last checkpoint); returns its summary. `pool`: frozen
     models (and prompt caches) shared with other runs of this process (a sweep's)."""
@@ -171,7 +180,7 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
     cfg.validate()  # a config built in Python has not been through load_config
     cliff = cliff_check(cfg)
     warn_if_truncated_sampling(cfg.temperature, cfg.top_p, cfg.top_k)
-    run = TrainingRun(cfg.out, seed=cfg.seed, threads=cfg.threads, bf16=cfg.bf16, batch_size=cfg.batch_size)
+    run = TrainingRun(cfg.out, seed=cfg.seed, threads=trainer_threads(cfg), bf16=cfg.bf16, batch_size=cfg.batch_size)
     require(not cfg.rollout_ahead or run.world == 1, "rollout_ahead needs a single process (its worker is a "
             "second process beside it); under accelerate launch use rollout_ahead 0")
     tokenizer = load_tokenizer(cfg.student)

@@ -66,7 +66,8 @@ class OPDConfig:
     bf16: bool = option(False, "bfloat16 autocast")
     lora_r: int = option(0, "LoRA rank (0: full fine-tuning)", at_least=0)
     lora_alpha: int = option(16, "LoRA scaling α (the update is scaled by α / r)", at_least=1)
-    threads: int = option(0, "torch CPU threads (0: torch's default)", at_least=0)
+    threads: int = option(0, "torch CPU threads (0: torch's default, one per core, less the "
+                                    "rollout_ahead worker's sampler_threads)", at_least=0)
     prompt_cache_mb: int = option(4096, "MiB (per frozen model, held in CPU memory) of prompt keys and values "
                                         "the teacher and base keep, so that a prompt seen again is scored over "
                                         "its completion only (0: whole-sequence forwards every step)",

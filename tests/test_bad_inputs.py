@@ -440,8 +440,8 @@ def test_the_corpus_is_large_and_distinct():
 
 # One case per kind of input, through a real `python -m listopd` process (real stderr: warnings and
 # tracebacks would show here).
-SUBPROCESS_CASES = ["task-non-utf8", "task-huge-line", "cfg-c-one", "arg-not-int", "model-non-causal", "model-shape-mismatch",
-                    "model-vocab-mismatch", "cal-wrong-version", "prereg-tampered", "out-duplicate"]
+SUBPROCESS_CASES = ["task-non-utf8", "task-huge-line", "cfg-c-one", "arg-not-int", "model-non-causal",
+                    "model-shape-mismatch", "model-vocab-mismatch", "cal-wrong-version", "prereg-tampered", "out-duplicate"]
 
 
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)

@@ -6,7 +6,7 @@ parse rate was there and at its best before (issue 15 step 7: a guard that fires
 
 A run "collapsed" when its final validation strict parse rate is below half of its best evaluation's, or of
 `--reference` (the warm start's own rate: a run that collapses from its first steps has no good evaluation to
-fall from). Prints,
+fall from); with `--onset-threshold T`, when it is below T instead (a locked sweep's onset rule). Prints,
 per setting: the runs it stops, the false alarms (stopped, not collapsed), the misses (collapsed, never
 stopped), and for the stopped collapses the lag from the first evaluation below half the best to the stop
 (negative: it stopped before the validation showed the drop). Reads only; writes nothing.
@@ -47,6 +47,9 @@ def main() -> None:
     ap.add_argument("--margins", type=float, nargs="+", default=[0.1, 0.2, 0.3])
     ap.add_argument("--reference", type=float, default=0.0,
                     help="the warm start's validation parse rate (collapse: final below half of it or of the best)")
+    ap.add_argument("--onset-threshold", type=float,
+                    help="count a run as collapsed when its final rate is below this (the lock's onset rule) "
+                         "instead of below half of its best")
     ap.add_argument("--detail", type=float, nargs=2, metavar=("WINDOW", "MARGIN"),
                     help="also list, per run, where this setting stops and its best step (the export's bound)")
     a = ap.parse_args()
@@ -56,21 +59,22 @@ def main() -> None:
             rollout, evals, final = load(run)
             if evals and final is not None:
                 best = max([v for _, v in evals] + [a.reference])
-                runs[run.name] = (rollout, evals, final < best / 2, best)
+                limit = best / 2 if a.onset_threshold is None else a.onset_threshold
+                runs[run.name] = (rollout, evals, final < limit, best, limit)
     print(f"{len(runs)} finished runs; collapsed: {', '.join(n for n, r in runs.items() if r[2]) or 'none'}\n")
     print("| window | margin | stopped | false alarms | misses | lag of the stop after the validation drop (steps) |")
     print("|---|---|---|---|---|---|")
     for w in a.windows:
         for m in a.margins:
             stopped, false, missed, lags = 0, 0, 0, []
-            for name, (rollout, evals, collapsed, best) in runs.items():
+            for name, (rollout, evals, collapsed, best, limit) in runs.items():
                 at = fire_step(rollout, w, m)
                 stopped += at is not None
                 false += at is not None and not collapsed
                 missed += at is None and collapsed
                 if at is not None and collapsed:
                     peak = max([s2 for s2, v2 in evals if v2 == best] or [0])  # 0: the reference (warm start)
-                    drop = next(s for s, v in evals if v < best / 2 and s >= peak)
+                    drop = next(s for s, v in evals if v < limit and s >= peak)
                     lags.append(f"{name.split('_')[0]}: {at - drop:+d}")
             print(f"| {w} | {m:g} | {stopped} | {false} | {missed} | {', '.join(lags) or '—'} |")
     if a.detail:
@@ -78,7 +82,7 @@ def main() -> None:
         print(f"\nwindow {w}, margin {m:g}, per run:\n")
         print("| run | collapsed | final validation | stops at step | guard's best step |")
         print("|---|---|---|---|---|")
-        for name, (rollout, evals, collapsed, best) in runs.items():
+        for name, (rollout, evals, collapsed, best, limit) in runs.items():
             guard = ParseRateGuard(m, w)
             at = next((step for step, rate in enumerate(rollout, start=1) if guard.update(step, rate)), None)
             print(f"| {name} | {'yes' if collapsed else 'no'} | {evals[-1][1]:.2f} | {at or '—'} | "

@@ -4,8 +4,8 @@
 # trainer cannot touch it), on pair R rebuilt there by configs/experiments/round2/pair.sh and checked
 # against the locked calibration (every number equal), with the result files already
 # committed under docs/ put back so that the sweep skips those runs. Resumable: run it again after an
-# interruption; progress in $W/issue19.log and $W/round2.w1.log, $W/round2.w2.log (one
-# per worker).
+# interruption; progress in $W/worker1.log and $W/worker2.log (one per
+# worker).
 #   bash configs/experiments/continue_locked.sh            # from the repository root, after `make install`
 # Collect what finished (any time): bash scripts/collect_sweep.sh $W/round2/runs/round2/sweep docs/experiments/round2
 #                                   bash scripts/collect_sweep.sh $W/issue19/runs/issue19/sweep docs/experiments/issue19
@@ -86,38 +86,43 @@ restore "$W/issue19" runs/issue19/sweep docs/experiments/issue19
 sweep() {  # WORKTREE CONFIG [--only PATTERN]
     (cd "$W/$1" && PYTHONPATH=$W/$1/src "$BIN/listopd" sweep "${@:2}")
 }
-# Round 2's runs not yet done, one name a line: its fine grid's seeds 2-4 first (tests 1, 5, 6, A and B), then
-# the rest in the sweep's own order. Each name, given to --only (a substring match), selects that run alone.
-round2_queue() {
-    (cd "$W/round2" && PYTHONPATH=$W/round2/src "$BIN/python" - <<'PY'
-import fnmatch
-from listopd.experiment.sweep import load_sweep
-sweep = load_sweep("configs/experiments/round2/sweep.yaml")
-names = [r.name for r in sweep.runs]
-first = [n for n in names if fnmatch.fnmatchcase(n, "*_c5_s[234]_T300")]
-for name in first + [n for n in names if n not in first]:
-    assert [n for n in names if name in n] == [name], name  # --only NAME selects this run alone
-    if not sweep.result_path(next(r for r in sweep.runs if r.name == name)).exists():
-        print(name)
+# A sweep's runs not yet done, one --only pattern a line, each selecting its run alone (a glob matches the whole
+# name: "[l]am1.500_c5_s0_T300" is that run, where the plain substring would also select "..._T300_aware"); the
+# runs matching FIRST (round 2's fine grid, tests 1, 5, 6, A and B) first, then the rest in the sweep's order.
+queue() {  # WORKTREE CONFIG [FIRST]
+    (cd "$W/$1" && PYTHONPATH=$W/$1/src "$BIN/python" - "$2" "${3:-}" <<'PY'
+import fnmatch, sys
+from listopd.experiment.sweep import load_sweep, select
+sweep = load_sweep(sys.argv[1])
+first = [r for r in sweep.runs if sys.argv[2] and fnmatch.fnmatchcase(r.name, sys.argv[2])]
+for run in first + [r for r in sweep.runs if r not in first]:
+    pattern = f"[{run.name[0]}]{run.name[1:]}"
+    assert select(sweep, pattern) == [run], pattern
+    if not sweep.result_path(run).exists():
+        print(pattern)
 PY
     )
 }
-# A worker takes the next round 2 run that no other worker has claimed (mkdir is atomic) and trains it, until
-# none is left; claims live in this invocation's own folder, so a rerun after an interruption starts afresh.
+# A worker takes the next run that no other worker has claimed (mkdir is atomic) and trains it, until none is
+# left: issue 19's (8 runs were left on 2026-12-03, so both cores finish its test first), then round 2's.
+# Claims live in this invocation's own folder, so a rerun after an interruption starts afresh.
 claims=$W/claims.$$
-mkdir -p "$claims"
-round2_worker() {  # LOG
-    local name queue
-    queue=$(round2_queue) || { echo "round 2's queue could not be read" >&2; return 1; }
-    for name in $queue; do
-        mkdir "$claims/$name" 2>/dev/null || continue
-        sweep round2 configs/experiments/round2/sweep.yaml --only "$name" >> "$1" 2>&1 \
-            || echo "round 2 run $name failed (see $1)" >&2
-    done
+drain() {  # LOG WORKTREE CONFIG [FIRST]: train the queue's runs no other worker has claimed
+    local todo pattern
+    todo=$(queue "$2" "$3" "${4:-}") || { echo "the queue of $2 could not be read" >&2; return 1; }
+    mkdir -p "$claims/$2"
+    while read -r pattern; do
+        [ -n "$pattern" ] && mkdir "$claims/$2/$pattern" 2>/dev/null || continue
+        sweep "$2" "$3" --only "$pattern" >> "$1" 2>&1 < /dev/null || echo "$2 run $pattern failed (see $1)" >&2
+    done <<< "$todo"
 }
-# Two workers, one core each (each trains on one thread: ~2.2 s a step on the AMD EPYC, 2026-12-02): the first
-# runs issue 19's sweep, then joins the second on round 2's queue, so that no core idles while runs remain.
-(sweep issue19 configs/experiments/issue19/sweep.yaml > "$W/issue19.log" 2>&1; round2_worker "$W/round2.w1.log") &
+worker() {  # LOG
+    drain "$1" issue19 configs/experiments/issue19/sweep.yaml
+    drain "$1" round2 configs/experiments/round2/sweep.yaml '*_c5_s[234]_T300'
+}
+# Two workers, one core each (each trains on one thread: 4-5 s a step beside the other on the AMD EPYC,
+# 2026-12-03).
+worker "$W/worker1.log" &
 other=$!
-round2_worker "$W/round2.w2.log"
+worker "$W/worker2.log"
 wait $other

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from listopd.train import scaffold
 from listopd.train.models import load_frozen, load_model
 from listopd.train.opd import run_opd, trainer_threads
 from listopd.train.rollout import completion_logprobs, micro_batches, sample
@@ -181,9 +182,20 @@ def test_a_checkpoint_with_nothing_in_flight_continues_the_worker_s_stream(world
 def test_the_trainer_leaves_the_worker_its_cores(world, tmp_path, monkeypatch):
     # threads 0 is torch's default, one per core: beside the worker's sampler_threads the trainer takes the
     # cores left (at least one); a thread count given explicitly, or no worker, is used as it is
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr(scaffold, "DEFAULT_THREADS", 4)
     cfg = opd_config(world, tmp_path / "t", steps=1)
     assert trainer_threads(dataclasses.replace(cfg, threads=0, rollout_ahead=0)) == 0
     assert trainer_threads(dataclasses.replace(cfg, threads=0, rollout_ahead=1, sampler_threads=1)) == 3
     assert trainer_threads(dataclasses.replace(cfg, threads=0, rollout_ahead=1, sampler_threads=4)) == 1
     assert trainer_threads(dataclasses.replace(cfg, threads=2, rollout_ahead=1, sampler_threads=1)) == 2
+
+
+def test_threads_0_is_torch_default_after_a_run_that_set_its_own(world, tmp_path):
+    # in one process (a sweep) a run with an explicit thread count must not leave it to the next run's
+    # "threads 0": that one gets torch's default for the process, as a run in a fresh process would
+    from listopd.train.scaffold import TrainingRun
+
+    TrainingRun(str(tmp_path / "a"), seed=0, threads=scaffold.DEFAULT_THREADS + 1, bf16=False, batch_size=1)
+    assert torch.get_num_threads() == scaffold.DEFAULT_THREADS + 1
+    TrainingRun(str(tmp_path / "b"), seed=0, threads=0, bf16=False, batch_size=1)
+    assert torch.get_num_threads() == scaffold.DEFAULT_THREADS

@@ -57,6 +57,7 @@ from listopd.train.role_mass import RoleProbe
 from listopd.train.rollout import (completion_logprob_table, completion_logprobs, micro_batches, sample,
                                    warn_if_truncated_sampling)
 from listopd.train.rollout_ahead import Scored, Scoring
+from listopd.train import scaffold
 from listopd.train.scaffold import TrainingRun, check_finite
 from listopd.util.config import field_defaults, require
 
@@ -170,7 +171,7 @@ def trainer_threads(cfg: OPDConfig) -> int:
     instead of oversubscribing the machine (2 + 1 threads on 2 cores ran slower than synchronous training)."""
     if cfg.threads or not cfg.rollout_ahead:
         return cfg.threads
-    return max(1, torch.get_num_threads() - cfg.sampler_threads)
+    return max(1, scaffold.DEFAULT_THREADS - cfg.sampler_threads)
 
 
 def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = None) -> dict:

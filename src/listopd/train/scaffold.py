@@ -32,12 +32,16 @@ from listopd.util.errors import ListopdError
 from listopd.util.io import atomic_write_json, refused_write
 
 
+# torch's own thread count for this process (one per core, or OMP_NUM_THREADS), read before any run sets one:
+# "threads 0" means this, also for a run that follows one with an explicit count in the same process (a sweep).
+DEFAULT_THREADS = torch.get_num_threads()
+
+
 class TrainingRun:
     """One training run's folder and process group (see the module docstring for the call order)."""
 
     def __init__(self, out: str, *, seed: int, threads: int, bf16: bool, batch_size: int):
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads or DEFAULT_THREADS)
         self.accelerator = make_accelerator(bf16)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         require(batch_size >= self.world,

@@ -5,12 +5,13 @@ import json
 
 import pytest
 
-from listopd.experiment.demo import DemoConfig, run_demo
+from listopd.experiment.demo import DemoConfig, demo_lambdas, run_demo
 
 
 def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
     cfg = DemoConfig(out=str(tmp_path / "demo"), n_users=120, n_items=150, teacher_steps=3, warm_steps=2,
-                     opd_steps=2, batch_size=4, calibration_tasks=4, eval_tasks=4)
+                     opd_steps=2, above_steps=1, plain_run=True, batch_size=4, calibration_tasks=4,
+                     eval_tasks=4)
     result = run_demo(cfg)
     out = tmp_path / "demo"
     for path in ("data/train.jsonl", "tokenizer/tokenizer.json", "teacher/final/model.safetensors",
@@ -21,6 +22,10 @@ def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
     lam_star = result["lambda_star"]
     lambdas = result["lambdas"]
     assert lambdas["plain"] == 1.0 and lambdas["below"] < lam_star < lambdas["above"]
+    fv_onset = json.loads((out / "calibration" / "calibration.json").read_text())["full_vocabulary"]["onset_lambda"]
+    assert lambdas["below"] == round(1 + 0.5 * (min(lam_star, fv_onset or lam_star) - 1), 3)
+    steps = {side: json.loads((out / f"opd_{side}" / "summary.json").read_text())["steps"] for side in lambdas}
+    assert steps == {"plain": 2, "below": 2, "above": 1}
     assert json.loads((out / "opd_above" / "config.json").read_text())["allow_above_cliff"] is True
     report = (out / "report.md").read_text()
     assert f"{lam_star:.3f}" in report and report.count("| ListOPD λ=") == 3
@@ -43,3 +48,12 @@ def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
     log = capsys.readouterr().out
     assert "SFT teacher (" not in log and "ListOPD λ" not in log and "calibrating" not in log
     assert again["lambda_star"] == lam_star
+
+
+def test_the_below_run_sits_below_both_predictors():
+    cfg = DemoConfig()
+    assert demo_lambdas(cfg, lam_star=2.5, fv_onset=1.75) == {"below": 1.375, "above": 3.0}  # the demo pair's case
+    assert demo_lambdas(cfg, lam_star=1.5, fv_onset=4.0) == {"below": 1.25, "above": 2.0}
+    assert demo_lambdas(cfg, lam_star=1.5, fv_onset=None) == {"below": 1.25, "above": 2.0}
+    with_plain = demo_lambdas(DemoConfig(plain_run=True), lam_star=2.0, fv_onset=None)
+    assert with_plain == {"plain": 1.0, "below": 1.5, "above": 2.5} and list(with_plain)[0] == "plain"

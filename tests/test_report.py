@@ -322,3 +322,32 @@ def test_mechanism_figure_from_logged_keeping_mass(sweep):
 def test_mechanism_section_says_why_it_is_empty(sweep):
     text = build_report(sweep).read_text()
     assert "No run logged per-role keeping mass" in text
+
+
+def test_off_base_arms_are_drawn_as_their_own_groups(sweep, tmp_path):
+    """Runs on an off-base axis (contract-aware extrapolation, another learning rate: pre-registered tests 7 and
+    4) are groups of their own, with their own onsets: never merged into the base's seeds nor left out."""
+    for lam in LAMBDAS:
+        for seed in SEEDS:
+            path = sweep / "results" / f"{run_name(lam, 5.0, seed, 200)}.json"
+            record = json.loads(path.read_text())
+            for suffix, axis, rate in (("_aware", {"contract_aware": True}, 0.9),
+                                       ("_lr0.0001", {"lr": 1e-4}, 0.3 if lam >= 1.4 else 0.8)):
+                arm = json.loads(json.dumps(record))
+                arm["name"] = arm["grid_point"]["name"] = record["name"] + suffix
+                arm["grid_point"].update(axis)
+                arm["summary"]["val_strict_parse_rate"] = rate
+                (sweep / "results" / f"{arm['name']}.json").write_text(json.dumps(arm))
+    report = build_report(sweep, tmp_path / "out")
+    text = report.read_text()
+    assert "off the base" not in text and "not drawn" not in text
+    for title in ("c = 5, budget 200 steps", "c = 5, budget 200 steps, contract-aware",
+                  "c = 5, budget 200 steps, lr 0.0001"):
+        assert f"### {title}\n" in text, title
+    onsets = {line.split("**")[1]: line for line in text.splitlines() if line.startswith("- **c = 5")}
+    assert "seed 0: 1.3, seed 1: 1.3, seed 2: 1.25" in onsets["c = 5, budget 200 steps"]  # the base's own
+    assert "no seed's strict parse rate met the onset rule" in onsets["c = 5, budget 200 steps, contract-aware"]
+    assert "seed 0: 1.4, seed 1: 1.4, seed 2: 1.4" in onsets["c = 5, budget 200 steps, lr 0.0001"]
+    assert "Onsets: seed 0: none up to λ = 1.4, seed 1: none up to λ = 1.4, seed 2: none up to λ = 1.4." in text
+    for png in linked_pngs(report):
+        assert_real_image(png)

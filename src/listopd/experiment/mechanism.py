@@ -104,7 +104,8 @@ def plot_mechanism(series: dict[str, tuple[float, list]], calibration: dict, c: 
 
 def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: Path,
                       lambda_star: float | None) -> list[str]:
-    """The report's mechanism section (seed 0 of the most common (c, budget) group, or nothing to draw)."""
+    """The report's mechanism section (the lowest seed of the most common (c, budget, variant) group, the base's
+    first when groups tie, or nothing to draw)."""
     lines = ["## Mechanism: tail mass per role during training", ""]
     if not calibration or not calibration.get("roles"):
         return lines + ["No calibration file with per-role p and b: nothing to compare the trajectories with.", ""]
@@ -112,14 +113,15 @@ def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: 
     for r in runs:
         traj = trajectories(sweep_dir, r.name)
         if traj and r.seed == min(x.seed for x in runs):
-            series.setdefault((r.c, r.budget), {})[r.name] = (r.lam, traj)
+            series.setdefault((r.c, r.budget, r.variant), {})[r.name] = (r.lam, traj)
     if not series:
         return lines + ["No run logged per-role keeping mass (`keep/<role>`; OPD option role_probe_tasks).", ""]
-    (c, budget), chosen = max(series.items(), key=lambda kv: len(kv[1]))
+    (c, budget, variant), chosen = max(series.items(), key=lambda kv: (len(kv[1]), kv[0][2] == ""))
     roles = plot_mechanism(chosen, calibration, c, out_dir / MECHANISM_FIGURE, lambda_star)
     if not roles:
         return lines + ["The logged roles do not match the calibration's roles.", ""]
-    return lines + [f"c = {c:g}, budget {budget}, one seed; roles: {', '.join(roles)}. Solid: the student's "
+    group = f"c = {c:g}, budget {budget}" + (f", {variant}" if variant else "")
+    return lines + [f"{group}, one seed; roles: {', '.join(roles)}. Solid: the student's "
                     "tail mass on validation prefixes at each evaluation; dashed: the tail of the fixed point "
                     "q_λ(p_role, b_role) for that run's λ; dotted: the clip-safe boundary.", "",
                     f"![tail mass per role]({MECHANISM_FIGURE})", ""]

@@ -20,7 +20,10 @@ Inputs (each optional except the sweep folder; a missing or unreadable piece is 
 - baseline files         `listopd constrained --out` results (constrained-decoding baseline): --baseline FILE
                          (repeatable), else SWEEP/baselines/*.json; shown beside the sweep's ListOPD student.
 
-Runs are grouped by (clip strength c, step budget); every figure has one panel per group.
+Runs are grouped by (clip strength c, step budget, variant); every figure has one panel per group. The variant
+names a run's off-base axes (`prereg_spec.OFF_BASE_AXES`: another learning rate, contract-aware extrapolation),
+"" for the base: such runs are arms of their own (pre-registered tests 4 and 7 compare them with the base), so
+each gets its own panels, onsets and tables rather than joining the base's seeds.
 
 Onset (docs/method.md#the-onset-rule-for-sweeps): `listopd.core.onset.find_onset`, the one definition shared
 with the sweep and the pre-registered tests, with the threshold and drop locked in prereg.json (else the
@@ -74,10 +77,11 @@ class RunResult:
     ended_at: str | None = None
     code_version: str | None = None
     train_seconds: float | None = None
+    variant: str = ""  # the off-base axes of its grid point, e.g. "lr 0.0001" or "contract-aware"; "" for the base
 
     @property
-    def group(self) -> tuple[float, int]:
-        return (self.c, self.budget)
+    def group(self) -> tuple[float, int, str]:
+        return (self.c, self.budget, self.variant)
 
 
 @dataclass
@@ -87,15 +91,29 @@ class SweepResults:
     plan: list[dict] = field(default_factory=list)  # the planned grid points (OUT/sweep.json), when present
     problems: list[str] = field(default_factory=list)
 
-    def groups(self) -> dict[tuple[float, int], list[RunResult]]:
+    def groups(self) -> dict[tuple[float, int, str], list[RunResult]]:
         out = defaultdict(list)
         for run in self.runs:
             out[run.group].append(run)
-        return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])))
+        return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])))
 
-    def planned(self, key: tuple[float, int]) -> list[dict]:
-        return [pt for pt in self.plan if (float(pt["clip_strength"]), int(pt["steps"])) == key
-                and not any(k in pt for k in OFF_BASE_AXES)]
+    def planned(self, key: tuple[float, int, str]) -> list[dict]:
+        return [pt for pt in self.plan if plan_key(pt) == key]
+
+
+# how each off-base axis reads in a group's title; false contract_aware is plain ListOPD, the base
+VARIANT_LABELS = {"lr": lambda v: f"lr {float(v):g}", "contract_aware": lambda v: "contract-aware" if v else ""}
+assert set(VARIANT_LABELS) == set(OFF_BASE_AXES)
+
+
+def variant_of(point: dict) -> str:
+    """The label of a grid point's off-base axes ("" on the base): "lr 0.0001", "contract-aware", or both."""
+    labels = (VARIANT_LABELS[k](point[k]) for k in OFF_BASE_AXES if point.get(k) is not None)
+    return ", ".join(label for label in labels if label)
+
+
+def plan_key(point: dict) -> tuple[float, int, str]:
+    return float(point["clip_strength"]), int(point["steps"]), variant_of(point)
 
 
 def _read_json(path: Path):
@@ -127,6 +145,7 @@ def run_from_result(name: str, result: dict) -> RunResult:
     cfg = result.get("config") or {}
     point = result.get("grid_point") or cfg
     return RunResult(name=result.get("name") or name, lam=round(float(point["reward_scale"]), 9),
+               variant=variant_of(result.get("grid_point") or {}),
                c=float(point["clip_strength"]), budget=int(point["steps"]), seed=int(point["seed"]),
                parse=_final_metric(result, PARSE_KEY), ndcg_parsed=_final_metric(result, NDCG_PARSED_KEY),
                ndcg_strict=_final_metric(result, NDCG_STRICT_KEY), config=cfg, summary=result.get("summary") or {},
@@ -169,22 +188,17 @@ def load_results(folder: str | Path) -> SweepResults:
     seen: dict[tuple, RunResult] = {}
     for path in sorted(results.glob("*.json")):
         try:
-            record = _read_json(path)
-            point = (record.get("grid_point") or {}) if isinstance(record, dict) else {}
-            off = {k: point[k] for k in OFF_BASE_AXES if k in point}
-            if off:  # the lr / contract_aware axes (pre-registered tests 4, 7): `listopd prereg check` reads them
-                sweep.problems.append(f"{path.name}: a run off the base ({off}): not drawn")
-                continue
-            run = run_from_result(path.stem, record)
+            run = run_from_result(path.stem, _read_json(path))
         except (OSError, ValueError) as e:
             sweep.problems.append(f"{path.name}: unreadable ({type(e).__name__}: {e})")
             continue
         except (KeyError, TypeError) as e:
             sweep.problems.append(f"{path.name}: no usable config ({type(e).__name__}: {e})")
             continue
-        key = (run.lam, run.c, run.budget, run.seed)
+        key = (run.lam, *run.group, run.seed)
         if key in seen:
-            sweep.problems.append(f"{path.name}: same λ, c, budget and seed as {seen[key].name}; kept the later one")
+            sweep.problems.append(f"{path.name}: same λ, c, budget, variant and seed as {seen[key].name}; "
+                                  "kept the later one")
             if (run.ended_at or "") < (seen[key].ended_at or ""):
                 continue
         if run.parse is None:
@@ -195,13 +209,13 @@ def load_results(folder: str | Path) -> SweepResults:
 
 
 def missing_cells(sweep: SweepResults) -> list[str]:
-    """One line per (c, budget) naming the (λ, seed) cells without a result: the planned grid points when
-    the plan is known, else the holes in each group's λ × seed product."""
-    have = {(r.lam, r.c, r.budget, r.seed) for r in sweep.runs}
+    """One line per (c, budget, variant) naming the (λ, seed) cells without a result: the planned grid points
+    when the plan is known, else the holes in each group's λ × seed product."""
+    have = {(r.lam, *r.group, r.seed) for r in sweep.runs}
     cells = defaultdict(list)
     if sweep.plan:
         for pt in sweep.plan:
-            key = (float(pt["clip_strength"]), int(pt["steps"]))
+            key = plan_key(pt)
             if (round(float(pt["reward_scale"]), 9), *key, int(pt["seed"])) not in have:
                 cells[key].append((float(pt["reward_scale"]), int(pt["seed"])))
     else:
@@ -209,7 +223,7 @@ def missing_cells(sweep: SweepResults) -> list[str]:
             lams, seeds = sorted({r.lam for r in runs}), sorted({r.seed for r in runs})
             cells[key] = [(lam, s) for lam in lams for s in seeds if (lam, *key, s) not in have]
     lines = []
-    for key, gaps in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for key, gaps in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         if gaps:
             shown = ", ".join(f"λ {fmt_lam(lam)} seed {s}" for lam, s in sorted(gaps)[:12])
             more = f" and {len(gaps) - 12} more" if len(gaps) > 12 else ""
@@ -465,8 +479,8 @@ def fmt_value(x) -> str:
     return "—" if x is None else str(x).replace("|", "\\|").replace("\n", " ")
 
 
-def group_title(c: float, budget: int) -> str:
-    return f"c = {c:g}, budget {budget} steps"
+def group_title(c: float, budget: int, variant: str = "") -> str:
+    return f"c = {c:g}, budget {budget} steps" + (f", {variant}" if variant else "")
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -494,22 +508,22 @@ def _pyplot():
 
 
 def _panel_grid(groups: dict, title: str):
-    """One panel per (c, budget): rows = budgets, columns = clip strengths."""
+    """One panel per (c, budget, variant): rows = (budget, variant), columns = clip strengths."""
     plt = _pyplot()
-    cs = sorted({c for c, _ in groups})
-    budgets = sorted({b for _, b in groups})
+    cs = sorted({c for c, _, _ in groups})
+    rows = sorted({(b, v) for _, b, v in groups})
     width = max(6.5, 5.2 * len(cs))
-    fig, axes = plt.subplots(len(budgets), len(cs), figsize=(width, 5.0 * len(budgets)), squeeze=False,
+    fig, axes = plt.subplots(len(rows), len(cs), figsize=(width, 5.0 * len(rows)), squeeze=False,
                              layout="constrained")
     panels = {}
-    for i, budget in enumerate(budgets):
+    for i, (budget, variant) in enumerate(rows):
         for j, c in enumerate(cs):
             ax = axes[i][j]
-            if (c, budget) in groups:
-                panels[(c, budget)] = ax
+            if (c, budget, variant) in groups:
+                panels[(c, budget, variant)] = ax
             else:
                 ax.axis("off")
-                ax.text(0.5, 0.5, f"no runs at {group_title(c, budget)}", ha="center", va="center",
+                ax.text(0.5, 0.5, f"no runs at {group_title(c, budget, variant)}", ha="center", va="center",
                         transform=ax.transAxes, color="gray")
     fig.suptitle(textwrap.fill(title, width=int(width * 10)), fontsize=12)
     return fig, panels
@@ -568,8 +582,8 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def _label_rate_panel(ax, key: tuple[float, int], ylabel: str) -> None:
-    """Axes of a panel that plots a rate in [0, 1] against λ for one (c, budget) group."""
+def _label_rate_panel(ax, key: tuple[float, int, str], ylabel: str) -> None:
+    """Axes of a panel that plots a rate in [0, 1] against λ for one (c, budget, variant) group."""
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("λ (reward scale)")
     ax.set_ylabel(ylabel)
@@ -694,10 +708,11 @@ def load_size_axis(path: Path) -> tuple[list[dict], list[str]]:
 
 def student_from_sweep(groups, preds) -> dict | None:
     """The ListOPD student at the chosen λ: the grid λ below λ* with the best mean strict parse rate
-    (largest budget, the clip strength with the most runs)."""
+    (the base objective and learning rate where it has runs, then the largest budget, the clip strength with the
+    most runs)."""
     if not groups:
         return None
-    key = max(groups, key=lambda k: (k[1], len(groups[k])))
+    key = max(groups, key=lambda k: (k[2] == "", k[1], len(groups[k])))
     runs = groups[key]
     lam_star = preds[key[0]].lambda_star
     by_lam = defaultdict(list)
@@ -1182,7 +1197,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ca
     inp = gather(sweep_dir, calibration, size_axis, baselines)
     rule = onset_rule(inp.prereg, inp.prereg_result, onset)
     groups = inp.sweep.groups()
-    preds = {c: predict(c, inp.calibration, inp.prereg, inp.sweep.runs) for c in sorted({c for c, _ in groups})}
+    preds = {c: predict(c, inp.calibration, inp.prereg, inp.sweep.runs) for c in sorted({key[0] for key in groups})}
     scored = {key: [r for r in runs if r.parse is not None] for key, runs in groups.items()}
     scored = {key: runs for key, runs in scored.items() if runs}
     onsets = {key: group_onsets(groups[key], inp.sweep.planned(key), rule) for key in scored}

@@ -341,13 +341,114 @@ def test_off_base_arms_are_drawn_as_their_own_groups(sweep, tmp_path):
     report = build_report(sweep, tmp_path / "out")
     text = report.read_text()
     assert "off the base" not in text and "not drawn" not in text
+    assert not [p for p in problem_lines(text) if "_aware" in p or "_lr" in p]  # the arms are not problems
+    assert "54 runs read" in text
     for title in ("c = 5, budget 200 steps", "c = 5, budget 200 steps, contract-aware",
                   "c = 5, budget 200 steps, lr 0.0001"):
         assert f"### {title}\n" in text, title
-    onsets = {line.split("**")[1]: line for line in text.splitlines() if line.startswith("- **c = 5")}
-    assert "seed 0: 1.3, seed 1: 1.3, seed 2: 1.25" in onsets["c = 5, budget 200 steps"]  # the base's own
-    assert "no seed's strict parse rate met the onset rule" in onsets["c = 5, budget 200 steps, contract-aware"]
-    assert "seed 0: 1.4, seed 1: 1.4, seed 2: 1.4" in onsets["c = 5, budget 200 steps, lr 0.0001"]
+    # one finding per arm, each from its own seeds: the base's bracket union [1.2, 1.3] and the lr arm's
+    # [1.3, 1.4] are never pooled into one interval [1.2, 1.4]
+    findings = finding_lines(text)
+    assert set(findings) == {"c = 5, budget 200 steps", "c = 5, budget 200 steps, contract-aware",
+                             "c = 5, budget 200 steps, lr 0.0001"}
+    base, aware, slow = (findings[t] for t in ("c = 5, budget 200 steps", "c = 5, budget 200 steps, contract-aware",
+                                               "c = 5, budget 200 steps, lr 0.0001"))
+    assert "seed 0: 1.3, seed 1: 1.3, seed 2: 1.25" in base and "is [1.2, 1.3]" in base
+    assert "no seed's strict parse rate met the onset rule" in aware
+    assert "seed 0: 1.4, seed 1: 1.4, seed 2: 1.4" in slow and "is [1.3, 1.4]" in slow
+    assert "[1.2, 1.4]" not in text
     assert "Onsets: seed 0: none up to λ = 1.4, seed 1: none up to λ = 1.4, seed 2: none up to λ = 1.4." in text
     for png in linked_pngs(report):
         assert_real_image(png)
+
+
+def problem_lines(text: str) -> list[str]:
+    """The bullets under "Missing or incomplete:" in the report's Inputs section."""
+    if "Missing or incomplete:" not in text:
+        return []
+    block = text.split("Missing or incomplete:", 1)[1].split("\n## ", 1)[0]
+    return [line[2:] for line in block.splitlines() if line.startswith("- ")]
+
+
+def finding_lines(text: str) -> dict[str, str]:
+    """group title → its bullet under "What the data says"."""
+    block = text.split("## What the data says", 1)[1].split("\n## ", 1)[0]
+    return {line.split("**")[1]: line for line in block.splitlines() if line.startswith("- **")}
+
+
+def test_off_base_arms_of_a_real_sweep_plan(tmp_path):
+    """The formats `listopd sweep` writes: a grid with `contract_aware: [true, false]` (issue 19's test 7) and a
+    block at another lr and budget (round 2's test 4), its sweep.json plan, result files from each run's point.
+    Every finished run is drawn in its arm; a planned run without a result is named under its own arm and leaves
+    only that arm's onset undetermined."""
+    import yaml
+
+    from listopd.experiment.sweep import load_sweep, plan_record
+
+    for name in ("student", "teacher"):
+        (tmp_path / name).mkdir()
+    for name in ("train.jsonl", "val.jsonl"):
+        (tmp_path / name).write_text("")
+    base = {"student": str(tmp_path / "student"), "teacher": str(tmp_path / "teacher"),
+            "tasks": str(tmp_path / "train.jsonl"), "val_tasks": str(tmp_path / "val.jsonl")}
+    grid = [{"reward_scale": LAMBDAS, "seed": SEEDS, "clip_strength": 5, "steps": 200, "contract_aware": [True, False]},
+            {"reward_scale": LAMBDAS, "seed": [0], "clip_strength": 5, "steps": 600, "lr": 1e-4}]
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"out": str(tmp_path / "out"), "base": base, "grid": grid}))
+    sweep = load_sweep(str(tmp_path / "sweep.yaml"))
+    (sweep.out / "results").mkdir(parents=True)
+    (sweep.out / "sweep.json").write_text(json.dumps(plan_record(sweep)))
+    (sweep.out / "calibration.json").write_text(json.dumps(calibration()))
+    missing = run_name(1.25, 5.0, 2, 200, contract_aware=True)  # planned, not finished
+    for run in sweep.runs:
+        if run.name == missing:
+            continue
+        aware = run.contract_aware is True
+        rate = 0.9 if aware and run.reward_scale < 1.4 else 0.2 if aware else parse_rate(run.reward_scale, run.seed)
+        record = {"name": run.name, "grid_point": run.point(), "sweep_config_hash": sweep.config_hash,
+                  "summary": {"val_strict_parse_rate": rate}}
+        sweep.result_path(run).write_text(json.dumps(record))
+    assert {r.name for r in sweep.runs} >= {"lam1.000_c5_s0_T200_aware", "lam1.000_c5_s0_T600_lr0.0001"}
+
+    report = build_report(sweep.out)
+    text = report.read_text()
+    assert f"{len(sweep.runs) - 1} runs read" in text
+    # the only problem with the runs: the unfinished one, named under its own arm (the rest: inputs not made here)
+    assert problem_lines(text) == [
+        "c = 5, budget 200 steps, contract-aware: 1 (λ, seed) cells have no result: λ 1.25 seed 2",
+        "locked predictions: prereg.json not found",
+        "test verdicts: prereg_result.json not found (tests not evaluated)",
+        "no size-axis file (pass --size-axis): the size table has the sweep's student only"]
+    findings = finding_lines(text)
+    assert list(findings) == ["c = 5, budget 200 steps", "c = 5, budget 200 steps, contract-aware",
+                              "c = 5, budget 600 steps, lr 0.0001"]
+    assert "seed 0: 1.3, seed 1: 1.3, seed 2: 1.25" in findings["c = 5, budget 200 steps"]
+    assert "Undetermined onsets" not in findings["c = 5, budget 200 steps"]
+    aware = findings["c = 5, budget 200 steps, contract-aware"]
+    assert "seed 0: 1.4, seed 1: 1.4, seed 2: undetermined (no result at λ = 1.25)" in aware
+    assert "Undetermined onsets: 1 of 3 seeds" in aware and "is [1.3, 1.4]" in aware
+    assert "(1 of 1 seeds have an onset; seed 0: 1.3)" in findings["c = 5, budget 600 steps, lr 0.0001"]
+    for title in findings:
+        assert f"### {title}\n" in text, title
+    for png in linked_pngs(report):
+        assert_real_image(png)
+
+
+def test_variants_follow_the_off_base_axes_of_the_prereg_tests():
+    """A run's variant is the same as another's exactly when `prereg_spec.on_axes` puts them on the same axes,
+    so the report's arms are the series the pre-registered tests read; contract_aware false is only written by a
+    sweep whose base is contract-aware (runs named _plain), and is an arm of its own there."""
+    from listopd.experiment.prereg_spec import on_axes
+    from listopd.experiment.report import group_title, run_from_result, variant_of
+
+    points = [{}, {"contract_aware": True}, {"contract_aware": False}, {"lr": 1e-4},
+              {"lr": 1e-4, "contract_aware": True}]
+    labels = ["", "contract-aware", "plain", "lr 0.0001", "lr 0.0001, contract-aware"]
+    assert [variant_of(p) for p in points] == labels
+    for p in points:
+        assert [variant_of(q) == variant_of(p) for q in points] == [on_axes(q, p) for q in points]
+    assert group_title(5.0, 300, "contract-aware") == "c = 5, budget 300 steps, contract-aware"
+    assert group_title(5.0, 300) == "c = 5, budget 300 steps"
+    # a result without a grid point is read from its config, which names every option: the base
+    old = {"config": {"reward_scale": 1.0, "clip_strength": 5, "steps": 200, "seed": 0, "lr": 1e-4,
+                      "contract_aware": True}, "summary": {"val_strict_parse_rate": 0.9}}
+    assert run_from_result("old", old).group == (5.0, 200, "")

@@ -20,10 +20,15 @@ Inputs (each optional except the sweep folder; a missing or unreadable piece is 
 - baseline files         `listopd constrained --out` results (constrained-decoding baseline): --baseline FILE
                          (repeatable), else SWEEP/baselines/*.json; shown beside the sweep's ListOPD student.
 
-Runs are grouped by (clip strength c, step budget, variant); every figure has one panel per group. The variant
-names a run's off-base axes (`prereg_spec.OFF_BASE_AXES`: another learning rate, contract-aware extrapolation),
-"" for the base: such runs are arms of their own (pre-registered tests 4 and 7 compare them with the base), so
-each gets its own panels, onsets and tables rather than joining the base's seeds.
+Runs are grouped by (clip strength c, step budget, variant); every figure has one panel per group (rows:
+budget and variant, columns: c), and the findings, onsets and per-λ tables come one per group. The variant
+names the off-base axes a run's grid point carries (`prereg_spec.OFF_BASE_AXES`; `variant_of`): "" for the
+base, "lr 0.0001" for another learning rate (run names ending _lr0.0001), "contract-aware" for contract-aware
+extrapolation (_aware), "plain" for plain ListOPD in a sweep whose base is contract-aware (_plain). Such runs
+are arms of their own (pre-registered tests 4 and 7 compare them with the base), so the two arms of a test
+stand side by side and each one's onsets and cliff interval are computed from its own seeds only; planned runs
+(sweep.json's entries carry the same off-base keys) are matched to their arm. λ* is predicted per c and drawn
+in every arm's panels.
 
 Onset (docs/method.md#the-onset-rule-for-sweeps): `listopd.core.onset.find_onset`, the one definition shared
 with the sweep and the pre-registered tests, with the threshold and drop locked in prereg.json (else the
@@ -101,15 +106,20 @@ class SweepResults:
         return [pt for pt in self.plan if plan_key(pt) == key]
 
 
-# how each off-base axis reads in a group's title; false contract_aware is plain ListOPD, the base
-VARIANT_LABELS = {"lr": lambda v: f"lr {float(v):g}", "contract_aware": lambda v: "contract-aware" if v else ""}
+# How each off-base axis reads in a group's title. A grid point carries an off-base key only when its value
+# differs from the sweep's base (listopd.experiment.sweep), so any key present makes the run an arm of its own,
+# as `prereg_spec.on_axes` counts it: contract_aware false appears only in a sweep whose base objective is the
+# contract-aware one (its runs are named _plain), and merging it into the base would mix the two objectives.
+VARIANT_LABELS = {"lr": lambda v: f"lr {float(v):g}",
+                  "contract_aware": lambda v: "contract-aware" if v else "plain"}
 assert set(VARIANT_LABELS) == set(OFF_BASE_AXES)
 
 
 def variant_of(point: dict) -> str:
-    """The label of a grid point's off-base axes ("" on the base): "lr 0.0001", "contract-aware", or both."""
-    labels = (VARIANT_LABELS[k](point[k]) for k in OFF_BASE_AXES if point.get(k) is not None)
-    return ", ".join(label for label in labels if label)
+    """The label of a grid point's off-base axes ("" on the base): "lr 0.0001", "contract-aware", "plain" (see
+    VARIANT_LABELS), or several joined by ", " in OFF_BASE_AXES order. Two points get the same label exactly
+    when they lie on the same off-base axes."""
+    return ", ".join(VARIANT_LABELS[k](point[k]) for k in OFF_BASE_AXES if point.get(k) is not None)
 
 
 def plan_key(point: dict) -> tuple[float, int, str]:
@@ -140,7 +150,8 @@ def _code_version(value) -> str | None:
 
 
 def run_from_result(name: str, result: dict) -> RunResult:
-    """One result file → RunResult (λ, c, steps, seed from "grid_point", else "config"); KeyError / TypeError /
+    """One result file → RunResult (λ, c, steps, seed from "grid_point", else "config"; the variant from
+    "grid_point" only, since a config names every option whether off the base or not); KeyError / TypeError /
     ValueError when it has none."""
     cfg = result.get("config") or {}
     point = result.get("grid_point") or cfg

@@ -821,7 +821,7 @@ def section_inputs(inp: Inputs, rule: OnsetRule) -> list[str]:
         if seconds:
             lines.append(f"- training time: {sum(seconds) / 3600:.2f} h over {len(seconds)} runs")
         if inp.sweep.plan:
-            lines.append(f"- planned runs (sweep.json): {len(inp.sweep.plan)}")
+            lines.append(f"- planned runs (sweep.json, else prereg.json's grid): {len(inp.sweep.plan)}")
         versions = sorted({str(r.code_version) for r in runs if r.code_version})
         if versions:
             note = "" if len(versions) == 1 else " (**more than one code version in one sweep**)"

@@ -110,9 +110,10 @@ def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: 
     if not calibration or not calibration.get("roles"):
         return lines + ["No calibration file with per-role p and b: nothing to compare the trajectories with.", ""]
     series = {}
+    first_seed = min((r.seed for r in runs), default=None)
     for r in runs:
-        traj = trajectories(sweep_dir, r.name)
-        if traj and r.seed == min(x.seed for x in runs):
+        traj = trajectories(sweep_dir, r.name) if r.seed == first_seed else None  # read only the logs drawn
+        if traj:
             series.setdefault((r.c, r.budget, r.variant), {})[r.name] = (r.lam, traj)
     if not series:
         return lines + ["No run logged per-role keeping mass (`keep/<role>`; OPD option role_probe_tasks).", ""]

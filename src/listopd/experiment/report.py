@@ -100,7 +100,7 @@ class SweepResults:
         out = defaultdict(list)
         for run in self.runs:
             out[run.group].append(run)
-        return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])))
+        return dict(sorted(out.items(), key=lambda kv: group_order(kv[0])))
 
     def planned(self, key: tuple[float, int, str]) -> list[dict]:
         return [pt for pt in self.plan if plan_key(pt) == key]
@@ -120,6 +120,12 @@ def variant_of(point: dict) -> str:
     VARIANT_LABELS), or several joined by ", " in OFF_BASE_AXES order. Two points get the same label exactly
     when they lie on the same off-base axes."""
     return ", ".join(VARIANT_LABELS[k](point[k]) for k in OFF_BASE_AXES if point.get(k) is not None)
+
+
+def group_order(key: tuple[float, int, str]) -> tuple[int, str, float]:
+    """Groups in the order the report lists them: by budget, then variant (the base first), then c."""
+    c, budget, variant = key
+    return budget, variant, c
 
 
 def plan_key(point: dict) -> tuple[float, int, str]:
@@ -234,7 +240,7 @@ def missing_cells(sweep: SweepResults) -> list[str]:
             lams, seeds = sorted({r.lam for r in runs}), sorted({r.seed for r in runs})
             cells[key] = [(lam, s) for lam in lams for s in seeds if (lam, *key, s) not in have]
     lines = []
-    for key, gaps in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+    for key, gaps in sorted(cells.items(), key=lambda kv: group_order(kv[0])):
         if gaps:
             shown = ", ".join(f"λ {fmt_lam(lam)} seed {s}" for lam, s in sorted(gaps)[:12])
             more = f" and {len(gaps) - 12} more" if len(gaps) > 12 else ""

@@ -13,10 +13,13 @@ the seed (`T300`, `T300_aware`, `T900_lr0.0001`). Reads only; writes nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from guard_replay import load  # noqa: E402  (a run's rollout parse rates and final validation rate)
 
 NAME = re.compile(r"lam(?P<lam>[\d.]+)_c[\d.]+_s(?P<seed>\d+)_(?P<arm>.+)")
 
@@ -32,13 +35,6 @@ def recovery(rates: list[float], window: int, early: int, level: float) -> tuple
     dip = min((m for step, m in means if step <= early), default=None)
     back = next((step for step, m in means if m >= level), None)
     return dip, back
-
-
-def read_run(run: Path) -> tuple[list[float], float | None]:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    summary = run / "summary.json"
-    final = json.loads(summary.read_text()).get("val_strict_parse_rate") if summary.is_file() else None
-    return [r["rollout_parse_rate"] for r in rows if "rollout_parse_rate" in r], final
 
 
 def show(x, spec: str) -> str:
@@ -61,7 +57,7 @@ def main(argv=None) -> None:
             if run.name in seen or not match:
                 continue
             seen.add(run.name)
-            rates, final = read_run(run)
+            rates, _, final = load(run)
             dip, back = recovery(rates, args.window, args.early, args.level)
             first_back[(match["arm"], float(match["lam"]))].append(back)
             print(f"| {run.name} | {show(dip, '.2f')} | {show(back, 'd')} | {show(final, '.3f')} |")

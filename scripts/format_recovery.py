@@ -61,7 +61,8 @@ def main(argv=None) -> None:
             dip, back = recovery(rates, args.window, args.early, args.level)
             first_back[(match["arm"], float(match["lam"]))].append(back)
             print(f"| {run.name} | {show(dip, '.2f')} | {show(back, 'd')} | {show(final, '.3f')} |")
-    print(f"\n| arm | λ | seeds | first step ≥ {args.level} (range; never = not within the run) |\n|---|---|---|---|")
+    print(f"\n| arm | λ | seeds | first step ≥ {args.level} (range; never = not within the run) |\n"
+          "|---|---|---|---|")
     for (arm, lam), steps in sorted(first_back.items()):
         reached = [s for s in steps if s is not None]
         span = f"{min(reached)}–{max(reached)}" if reached else "—"

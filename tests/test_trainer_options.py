@@ -208,6 +208,40 @@ def test_sft_stops_at_its_sampled_parse_target_and_stays_stopped(dist_world, tmp
     assert len(read_metrics(tmp_path / "warm")) == 6 and calls.count(1.0) == 3
 
 
+def test_sft_eval_greedy_off_runs_only_the_sampled_check(dist_world, tmp_path, monkeypatch):
+    """eval_greedy false: each evaluation draws only the sampled check (no greedy decode), training is bitwise the
+    run with greedy evaluations (neither touches the training RNG), and the summary still holds one greedy
+    validation of the final weights."""
+    from listopd.train.models import load_model
+    from listopd.train.scaffold import TrainingRun
+    from listopd.train.sft import run_sft
+    from listopd.util.errors import ListopdError
+
+    real_validate, calls = TrainingRun.validate, []
+
+    def counted(self, tokenizer, tasks, *, max_new_tokens, temperature=0.0):
+        calls.append(temperature)
+        return real_validate(self, tokenizer, tasks, max_new_tokens=max_new_tokens, temperature=temperature)
+
+    monkeypatch.setattr(TrainingRun, "validate", counted)
+    runs = {}
+    for greedy in (True, False):
+        calls.clear()
+        cfg = _sft_cfg(dist_world, tmp_path / f"g{greedy}", steps=6, eval_every=2, val_tasks=dist_world.tasks,
+                       eval_tasks=2, max_new_tokens=4, stop_at_sampled_parse=1.0, eval_greedy=greedy)
+        summary = run_sft(cfg, quiet=True)
+        runs[greedy] = (list(calls), summary, read_metrics(tmp_path / f"g{greedy}"))
+    assert runs[True][0] == [0.0, 1.0, 0.0, 1.0, 0.0]      # steps 2 and 4 greedy + sampled, then the final greedy
+    assert runs[False][0] == [1.0, 1.0, 0.0]                # steps 2 and 4 sampled only, then the final greedy
+    assert "val_strict_parse_rate" in runs[False][1]        # the summary's greedy numbers
+    assert not any("val_strict_parse_rate" in r for r in runs[False][2])
+    assert [r["loss"] for r in runs[True][2]] == [r["loss"] for r in runs[False][2]]
+    a, b = (load_model(tmp_path / f"g{g}" / "final").state_dict() for g in (True, False))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ListopdError, match="eval_greedy false"):
+        _sft_cfg(dist_world, tmp_path / "x", eval_greedy=False, val_tasks=dist_world.tasks, eval_every=2).validate()
+
+
 def test_sft_stop_at_sampled_parse_needs_validation(dist_world, tmp_path):
     from listopd.util.errors import ListopdError
 

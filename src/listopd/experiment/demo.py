@@ -101,6 +101,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from listopd.task.tasks import read_tasks, write_tasks
     from listopd.task.tokenizer import task_texts, train_tokenizer
     from listopd.train.distributed import bf16_is_fast
+    from listopd.train.frozen_pool import FrozenPool
     from listopd.experiment.mechanism import MECHANISM_FIGURE, plot_mechanism, run_trajectory
 
     out, t0 = Path(cfg.out), time.time()
@@ -132,7 +133,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                dict(schedule=cfg.teacher_schedule, eval_every=0, eval_tasks=32)),
               ("warm", "tiny-student", cfg.warm_steps,
                dict(schedule="constant", eval_every=20 if stop else 0, eval_tasks=64 if stop else 32,
-                    stop_at_sampled_parse=stop)))
+                    stop_at_sampled_parse=stop, eval_greedy=not stop)))  # (the stop needs only the sampled check)
     for name, preset, steps, stage in stages:
         if not (out / name / "summary.json").exists():
             _say(t0, f"SFT {name} ({preset}, {'up to ' if name == 'warm' else ''}{steps} steps)…")
@@ -159,6 +160,7 @@ def run_demo(cfg: DemoConfig) -> dict:
              f"{'none' if fv_onset is None else format(fv_onset, 'g')} → ListOPD at λ = "
              + ", ".join(f"{lam:g}" for lam in lambdas.values()))
 
+    pool = FrozenPool()  # the runs share teacher, base and their prompt caches: later runs score from full caches
     for side, lam in lambdas.items():
         run_dir = out / f"opd_{side}"
         steps = cfg.above_steps if side == "above" else cfg.opd_steps
@@ -171,7 +173,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                               warmup_steps=cfg.opd_warmup_steps, estimator=cfg.estimator,
                               eval_every=cfg.opd_eval_every, eval_tasks=cfg.opd_eval_tasks, eval_temperature=1.0,
                               save_every=steps, seed=cfg.seed,
-                              calibration=str(cal_path), allow_above_cliff=side == "above"))
+                              calibration=str(cal_path), allow_above_cliff=side == "above"), pool=pool)
 
     eval_path = out / "evaluation.json"
     if not eval_path.exists():

@@ -143,8 +143,9 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
         record = {"step": step, "loss": mean_loss, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
                   "tokens_seen": tokens_seen, "elapsed_s": round(time.time() - t0, 2)}
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-            greedy = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens)
-            record.update(greedy)
+            if cfg.eval_greedy:
+                greedy = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens)
+                record.update(greedy)
             if cfg.stop_at_sampled_parse is not None:
                 sampled = run.validate(tokenizer, val, max_new_tokens=cfg.max_new_tokens, temperature=1.0)
                 record["val_sampled_strict_parse_rate"] = sampled["val_strict_parse_rate"]
@@ -152,8 +153,8 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
                     stop_reason = "sampled_parse"
         run.log(record)
         bar.update(1)
-        bar.set_postfix(loss=f"{mean_loss:.3f}", **({"parse": f"{record['val_strict_parse_rate']:.2f}"}
-                                                    if "val_strict_parse_rate" in record else {}))
+        shown = {"parse": "val_strict_parse_rate", "sampled": "val_sampled_strict_parse_rate"}
+        bar.set_postfix(loss=f"{mean_loss:.3f}", **{k: f"{record[v]:.2f}" for k, v in shown.items() if v in record})
         if step % cfg.save_every == 0 or stop_reason == "sampled_parse":
             save(step)
     bar.close()

@@ -34,6 +34,9 @@ class SFTConfig:
         None, "stop once the strict parse rate of one sample per validation task at T = 1 reaches this (checked "
               "every eval_every steps): a warm start stopped with parse headroom, at whatever step its format "
               "starts to click on this machine")
+    eval_greedy: bool = option(True, "decode greedily at each evaluation too (False: only the sampled check of "
+                                     "stop_at_sampled_parse runs there, half the evaluation's cost; the final "
+                                     "validation is greedy either way)")
     max_new_tokens: int = option(64, "completion length limit of the validation outputs", at_least=1)
     save_every: int = option(100, "checkpoint every N steps", at_least=1)
     seed: int = option(0, "seed of the model initialisation (presets), the data order and any LoRA initialisation",
@@ -58,6 +61,8 @@ class SFTConfig:
                     f"stop_at_sampled_parse must be in (0, 1]; got {self.stop_at_sampled_parse}")
             require(bool(self.val_tasks) and self.eval_every > 0,
                     "stop_at_sampled_parse needs val_tasks and eval_every > 0 (it is checked at each evaluation)")
+        require(self.eval_greedy or self.stop_at_sampled_parse is not None,
+                "eval_greedy false leaves the evaluations nothing to do without stop_at_sampled_parse")
 
     def layer_list(self) -> list[int] | None:
         return None if self.keep_layers is None else [int(x) for x in self.keep_layers.split(",")]

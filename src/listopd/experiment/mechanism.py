@@ -102,6 +102,11 @@ def plot_mechanism(series: dict[str, tuple[float, list]], calibration: dict, c: 
     return roles
 
 
+def group_title(c: float, budget: int, variant: str = "") -> str:
+    """A (c, budget, variant) group's name in the report's titles, tables and this section."""
+    return f"c = {c:g}, budget {budget} steps" + (f", {variant}" if variant else "")
+
+
 def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: Path,
                       lambda_star: float | None) -> list[str]:
     """The report's mechanism section (the lowest seed of the most common (c, budget, variant) group, the base's
@@ -121,8 +126,7 @@ def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: 
     roles = plot_mechanism(chosen, calibration, c, out_dir / MECHANISM_FIGURE, lambda_star)
     if not roles:
         return lines + ["The logged roles do not match the calibration's roles.", ""]
-    group = f"c = {c:g}, budget {budget}" + (f", {variant}" if variant else "")
-    return lines + [f"{group}, one seed; roles: {', '.join(roles)}. Solid: the student's "
+    return lines + [f"{group_title(c, budget, variant)}, one seed; roles: {', '.join(roles)}. Solid: the student's "
                     "tail mass on validation prefixes at each evaluation; dashed: the tail of the fixed point "
                     "q_λ(p_role, b_role) for that run's λ; dotted: the clip-safe boundary.", "",
                     f"![tail mass per role]({MECHANISM_FIGURE})", ""]

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from listopd.core import theory
 from listopd.core.onset import find_onset, onset_definition, union_bracket
-from listopd.experiment.mechanism import MECHANISM_FIGURE, section_mechanism
+from listopd.experiment.mechanism import MECHANISM_FIGURE, group_title, section_mechanism
 from listopd.experiment.prereg_spec import OFF_BASE_AXES
 
 DEFAULT_ONSET_THRESHOLD = 0.5
@@ -494,10 +494,6 @@ def fmt_value(x) -> str:
     if isinstance(x, dict):
         return ", ".join(f"{k} {fmt_value(v)}" for k, v in x.items())
     return "—" if x is None else str(x).replace("|", "\\|").replace("\n", " ")
-
-
-def group_title(c: float, budget: int, variant: str = "") -> str:
-    return f"c = {c:g}, budget {budget} steps" + (f", {variant}" if variant else "")
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -101,6 +101,9 @@ def sft_step(cfg: SFTConfig, run: TrainingRun, batch: list, step: int, pad_id: i
     return mean_loss, n_global, grad_norm
 
 
+BAR_RATES = {"parse": "val_strict_parse_rate", "sampled": "val_sampled_strict_parse_rate"}  # progress bar: log key
+
+
 def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     """Train an SFT run into cfg.out (resuming its last checkpoint); returns its summary."""
     # setup
@@ -153,8 +156,7 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
                     stop_reason = "sampled_parse"
         run.log(record)
         bar.update(1)
-        shown = {"parse": "val_strict_parse_rate", "sampled": "val_sampled_strict_parse_rate"}
-        bar.set_postfix(loss=f"{mean_loss:.3f}", **{k: f"{record[v]:.2f}" for k, v in shown.items() if v in record})
+        bar.set_postfix(loss=f"{mean_loss:.3f}", **{k: f"{record[v]:.2f}" for k, v in BAR_RATES.items() if v in record})
         if step % cfg.save_every == 0 or stop_reason == "sampled_parse":
             save(step)
     bar.close()

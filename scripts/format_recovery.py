@@ -7,7 +7,8 @@ steps over seeds (issue 15: a locked onset at a fixed budget counts runs that ha
 
 Each argument is a folder of run folders (RUN/metrics.jsonl, RUN/summary.json). A run whose name appears in an
 earlier folder is skipped (issue 19's plain runs repeat round 2's bit for bit). The arm is the name's suffix after
-the seed (`T300`, `T300_aware`, `T900_lr0.0001`). Reads only; writes nothing.
+the seed with the clip before it (`c5 T300`, `c2 T300`, `c5 T300_aware`, `c5 T900_lr0.0001`), so that runs at
+another clip never share a row. Reads only; writes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_replay import load  # noqa: E402  (a run's rollout parse rates and final validation rate)
 
-NAME = re.compile(r"lam(?P<lam>[\d.]+)_c[\d.]+_s(?P<seed>\d+)_(?P<arm>.+)")
+NAME = re.compile(r"lam(?P<lam>[\d.]+)_c(?P<clip>[\d.]+)_s(?P<seed>\d+)_(?P<arm>.+)")
 
 
 def moving_means(rates: list[float], window: int) -> list[tuple[int, float]]:
@@ -59,7 +60,8 @@ def main(argv=None) -> None:
             seen.add(run.name)
             rates, _, final = load(run)
             dip, back = recovery(rates, args.window, args.early, args.level)
-            first_back[(match["arm"], float(match["lam"]))].append(back)
+            arm = f"c{float(match['clip']):g} {match['arm']}"
+            first_back[(arm, float(match["lam"]))].append(back)
             print(f"| {run.name} | {show(dip, '.2f')} | {show(back, 'd')} | {show(final, '.3f')} |")
     print(f"\n| arm | λ | seeds | first step ≥ {args.level} (range; never = not within the run) |\n"
           "|---|---|---|---|")

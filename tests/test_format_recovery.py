@@ -35,8 +35,10 @@ def test_main_skips_repeated_runs_and_reports_never(tmp_path, capsys):
     _run(a, "lam2.000_c5_s1_T300", [0.0, 0.0, 0.0], 0.1)
     _run(b, "lam2.000_c5_s0_T300", [0.0, 0.0, 0.0], 0.0)  # a repeat: skipped, so s0 stays "back at step 3"
     _run(b, "lam2.000_c5_s0_T300_aware", [1.0, 1.0, 1.0], 0.95)
+    _run(b, "lam2.000_c2_s0_T300", [0.0, 1.0, 1.0], 0.8)  # another clip, the same budget: a row of its own
     format_recovery.main([str(a), str(b), "--window", "2", "--early", "3"])
     out = capsys.readouterr().out
     assert out.count("lam2.000_c5_s0_T300 |") == 1
-    assert "| T300 | 2 | 2 | 3–3 (1 never) |" in out
-    assert "| T300_aware | 2 | 1 | 2–2 |" in out
+    assert "| c5 T300 | 2 | 2 | 3–3 (1 never) |" in out
+    assert "| c5 T300_aware | 2 | 1 | 2–2 |" in out
+    assert "| c2 T300 | 2 | 1 | 2–2 |" in out

@@ -1,9 +1,14 @@
 """NDCG@1 of a word-overlap baseline vs a random order on task files (the learnability check of the
-synthetic data).  Usage: python scripts/synth_baseline.py DATA/train.jsonl DATA/validation.jsonl ..."""
+synthetic data, and of the real review-item tasks: can the relevant item be read off the text at all?).
 
-import math
+    python scripts/synth_baseline.py DATA/train.jsonl DATA/validation.jsonl ...
+    python scripts/synth_baseline.py --whole-context runs/real_pair/data/validation.jsonl
+
+By default the context's first line is skipped (the synthetic contexts' header, "Recent purchases:"-style);
+--whole-context scores every line (the review-item contexts' first line is the review's title)."""
+
+import argparse
 import re
-import sys
 from collections import Counter
 
 from listopd.task.tasks import read_tasks
@@ -18,10 +23,15 @@ def ndcg1(relevance, top):
     return (2 ** relevance[top] - 1) / (2 ** best - 1) if best > 0 else 0.0
 
 
-tasks = [t for path in sys.argv[1:] for t in read_tasks(path)]
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("files", nargs="+")
+ap.add_argument("--whole-context", action="store_true", help="score the context's first line too")
+args = ap.parse_args()
+tasks = [t for path in args.files for t in read_tasks(path)]
 baseline, random_ = [], []
 for t in tasks:
-    history = Counter(w for line in t.context.splitlines()[1:] for w in words(line))
+    lines = t.context.splitlines()[0 if args.whole_context else 1:]
+    history = Counter(w for line in lines for w in words(line))
     score = {c.id: sum(history[w] for w in words(c.text)) for c in t.candidates}
     top = max(t.candidate_ids, key=lambda cid: score[cid])  # ties: first in candidate order
     baseline.append(ndcg1(t.relevance, top))

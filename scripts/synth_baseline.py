@@ -4,7 +4,7 @@ synthetic data, and of the real review-item tasks: can the relevant item be read
     python scripts/synth_baseline.py DATA/train.jsonl DATA/validation.jsonl ...
     python scripts/synth_baseline.py --whole-context runs/real_pair/data/validation.jsonl
 
-By default the context's first line is skipped (the synthetic contexts' header, "Recent purchases:"-style);
+By default the context's first line is skipped (the synthetic contexts' header, "Purchase history (oldest first):");
 --whole-context scores every line (the review-item contexts' first line is the review's title)."""
 
 import argparse

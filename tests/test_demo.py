@@ -57,3 +57,27 @@ def test_the_below_run_sits_below_both_predictors():
     assert demo_lambdas(cfg, lam_star=1.5, fv_onset=None) == {"below": 1.25, "above": 2.0}
     with_plain = demo_lambdas(DemoConfig(plain_run=True), lam_star=2.0, fv_onset=None)
     assert with_plain == {"plain": 1.0, "below": 1.5, "above": 2.5} and list(with_plain)[0] == "plain"
+
+
+def test_the_sft_stages_side_by_side_write_both_and_give_the_cores_back(tmp_path):
+    import torch
+
+    from listopd.experiment.demo import _run_sft_stages
+    from listopd.task.data.synth import make_synth_tasks
+    from listopd.task.tasks import write_tasks
+    from listopd.task.tokenizer import task_texts, train_tokenizer
+    from listopd.train.scaffold import DEFAULT_THREADS
+    from listopd.train.sft_config import SFTConfig
+
+    tasks = make_synth_tasks(n_users=40, n_items=60, history_len=2, min_history=1, seed=0)
+    write_tasks(tmp_path / "train.jsonl", tasks)
+    train_tokenizer(task_texts(tasks), vocab_size=2048).save_pretrained(str(tmp_path / "tok"))
+    for side_by_side in (False, True):
+        todo = {name: SFTConfig(out=str(tmp_path / f"{side_by_side}" / name), model=preset, steps=2, batch_size=2,
+                                micro_batch_size=2, tasks=str(tmp_path / "train.jsonl"), tokenizer=str(tmp_path / "tok"),
+                                eval_every=0, save_every=100)
+                for name, preset in (("teacher", "tiny-teacher"), ("warm", "tiny-student"))}
+        _run_sft_stages(todo, side_by_side)
+        for name in todo:
+            assert json.loads((tmp_path / f"{side_by_side}" / name / "summary.json").read_text())["steps"] == 2
+        assert torch.get_num_threads() == DEFAULT_THREADS

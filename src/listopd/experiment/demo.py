@@ -42,16 +42,22 @@ class DemoConfig:
     warm_stop_at_sampled_parse: float = option(0.1, "the warm start's SFT stops once one sample per validation "
                                                     "task at T = 1 keeps the format this often (64 tasks; 0: it "
                                                     "trains all warm_steps)")
+    # One thread is nearly as fast as two at these sizes and gives the same bits (40 steps of tiny-student SFT at 1
+    # and at 2 threads: equal losses), so the two independent SFT stages share the machine: measured on 2 cores,
+    # 40 steps each, the teacher 22 s alone on both cores and 30 s on one beside the warm start (12 → 18 s).
+    sft_side_by_side: bool = option(True, "train the teacher and the warm start at once, in two processes on half "
+                                          "the cores each (where there are ≥ 2)")
     sft_batch_size: int = option(8, "batch size of both SFT stages (8 is ~2x cheaper a step than 16 here and "
                                     "reaches the format in as few steps)", at_least=1)
     # ListOPD: round 2's recipe (expected estimator, warm-up 10, batch 16) at twice its lr. Measured from the seed-0
     # warm start (bf16 SFT, 32 validation tasks, one sample each, steps 20/40/60/80): λ = 1 at lr 3e-4
     # 0.06/0.22/0.31/0.25, at 6e-4 0.19/0.16/0.25/0.47 — 80 steps is still climbing. Round 2's locked runs say why:
     # every run first loses the warm start's bit of format and then climbs back, over 100–155 steps at λ = 1
-    # (docs/experiments/round2). So the run below the cliff gets the steps, and the run above it fewer (its
-    # collapse shows within its first 20–40 steps), and the λ = 1 reference run is optional.
+    # (docs/experiments/round2). So the run below the cliff gets the steps, and the run above it fewer (on the seed-0
+    # pair its rollout parse rate is 0 from step 19 of 60 on, validation 0 at steps 20 and 40), and the λ = 1
+    # reference run is optional.
     opd_steps: int = option(160, "ListOPD steps of the run below the cliff (and of the λ = 1 run)", at_least=1)
-    above_steps: int = option(60, "ListOPD steps of the run above the cliff", at_least=1)
+    above_steps: int = option(40, "ListOPD steps of the run above the cliff", at_least=1)
     plain_run: bool = option(False, "also run plain OPD (λ = 1) as a reference (+~3 min)")
     opd_eval_every: int = option(20, "the ListOPD runs validate (sampled parse, per-role keeping mass: the "
                                      "report's mechanism figure) every N steps", at_least=1)
@@ -134,10 +140,13 @@ def run_demo(cfg: DemoConfig) -> dict:
               ("warm", "tiny-student", cfg.warm_steps,
                dict(schedule="constant", eval_every=20 if stop else 0, eval_tasks=64 if stop else 32,
                     stop_at_sampled_parse=stop, eval_greedy=not stop)))  # (the stop needs only the sampled check)
-    for name, preset, steps, stage in stages:
-        if not (out / name / "summary.json").exists():
-            _say(t0, f"SFT {name} ({preset}, {'up to ' if name == 'warm' else ''}{steps} steps)…")
-            run_sft(SFTConfig(out=str(out / name), model=preset, steps=steps, **stage, **common))
+    todo = {name: SFTConfig(out=str(out / name), model=preset, steps=steps, **stage, **common)
+            for name, preset, steps, stage in stages if not (out / name / "summary.json").exists()}
+    if todo:
+        _say(t0, " and ".join(f"SFT {name} ({c.model}, {'up to ' if name == 'warm' else ''}{c.steps} steps)"
+                              for name, c in todo.items()) + ("… side by side" if _side_by_side(cfg, todo) else "…"))
+        _run_sft_stages(todo, _side_by_side(cfg, todo))
+    for name, *_ in stages:
         s = json.loads((out / name / "summary.json").read_text())
         _say(t0, f"SFT {name}: {s['steps']} steps, validation strict parse {s['val_strict_parse_rate']:.2f} greedy"
                  + (" (stopped: sampled parse reached its target)" if s.get("stop_reason") == "sampled_parse" else ""))
@@ -188,6 +197,39 @@ def run_demo(cfg: DemoConfig) -> dict:
     atomic_write_text(report, render_report(cfg, cal, evaluation, mechanism_roles))
     _say(t0, "done")
     return {"report": str(report), "lambda_star": lam_star, **evaluation}
+
+
+def _side_by_side(cfg: DemoConfig, todo: dict) -> bool:
+    from listopd.train.scaffold import DEFAULT_THREADS
+
+    return cfg.sft_side_by_side and len(todo) == 2 and DEFAULT_THREADS >= 2
+
+
+def _run_sft_stages(todo: dict, side_by_side: bool) -> None:
+    """The SFT stages one after the other, or, side by side, the teacher in a second (spawned) process and the
+    warm start here (its progress bar shows), each on half the cores; the teacher does not depend on the warm
+    start nor the warm start on it."""
+    from concurrent.futures import ProcessPoolExecutor
+    from dataclasses import replace
+    from multiprocessing import get_context
+
+    import torch
+
+    from listopd.train.scaffold import DEFAULT_THREADS
+    from listopd.train.sft import run_sft
+
+    if not side_by_side:
+        for stage in todo.values():
+            run_sft(stage)
+        return
+    half = max(1, DEFAULT_THREADS // 2)
+    try:
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as second:  # fork would copy thread pools
+            teacher = second.submit(run_sft, replace(todo["teacher"], threads=half), quiet=True)
+            run_sft(replace(todo["warm"], threads=DEFAULT_THREADS - half))
+            teacher.result()  # re-raises the teacher's error, if it had one
+    finally:
+        torch.set_num_threads(DEFAULT_THREADS)  # the stages after these use every core
 
 
 def demo_lambdas(cfg: DemoConfig, lam_star: float, fv_onset: float | None) -> dict[str, float]:

@@ -36,3 +36,20 @@ def test_text_logprob_is_the_sum_of_next_token_logprobs():
             logits = model(input_ids=torch.tensor([p + t[:i]])).logits[0, -1].float()
             expected += float(torch.log_softmax(logits, -1)[token])
         assert likelihood_baseline.text_logprob(model, tok, prefix, text) == pytest.approx(expected, abs=1e-4)
+
+
+def test_permuted_copies_move_relevance_with_the_item_and_reletter_in_order():
+    spec = importlib.util.spec_from_file_location("permute_candidates", ROOT / "scripts" / "permute_candidates.py")
+    permute = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(permute)
+    from listopd.task.tasks import Candidate, Task
+
+    task = Task(id="t1", context="a review", relevance={"A": 0.0, "B": 1.0, "C": 0.0},
+                candidates=(Candidate("A", "red hat"), Candidate("B", "wool scarf"), Candidate("C", "blue shoe")))
+    out = permute.copies([task], 6, seed=1)
+    assert out[0] == task and [t.id for t in out[1:]] == [f"t1~perm{i}" for i in range(1, 6)]
+    for t in out:
+        assert t.candidate_ids == ("A", "B", "C")  # letters in prompt order, whatever the order of the items
+        relevant = [c.text for c in t.candidates if t.relevance[c.id] == 1.0]
+        assert relevant == ["wool scarf"]  # the relevance followed its item
+    assert len({tuple(c.text for c in t.candidates) for t in out}) > 1  # the orders differ

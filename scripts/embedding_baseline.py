@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 import torch
 
-from listopd.task.metrics import bootstrap_ci
+from listopd.task.metrics import bootstrap_ci, ndcg_at_k
 from listopd.task.tasks import read_tasks
 from listopd.train.models import load_model, load_tokenizer
 
@@ -30,18 +30,16 @@ def pooled(model, tok, texts: list[str]) -> np.ndarray:
     return torch.stack(out, 1).numpy()
 
 
-def task_scores(model, tok, task) -> tuple[np.ndarray, list[float]]:
-    """[layers + 1, K] cosine similarities of context and candidates, and the candidates' relevances."""
+def task_scores(model, tok, task) -> np.ndarray:
+    """[layers + 1, K] cosine similarities of context and candidates."""
     vec = pooled(model, tok, [task.context] + [c.text for c in task.candidates])
     vec = vec / np.linalg.norm(vec, axis=-1, keepdims=True)
-    return np.einsum("lh,lkh->lk", vec[:, 0], vec[:, 1:]), [task.relevance[c.id] for c in task.candidates]
+    return np.einsum("lh,lkh->lk", vec[:, 0], vec[:, 1:])
 
 
-def ndcg1(sims: np.ndarray, rel: list[float]) -> np.ndarray:
-    """NDCG@1 per layer (sims [layers, K])."""
-    rel = np.asarray(rel, float)
-    best = 2 ** rel.max() - 1
-    return (2 ** rel[sims.argmax(-1)] - 1) / best if best > 0 else np.zeros(len(sims))
+def ndcg1(sims: np.ndarray, task) -> np.ndarray:
+    """NDCG@1 per layer (sims [layers, K]) of the candidate each layer scores highest."""
+    return np.array([ndcg_at_k([task.candidates[k].id], task.relevance, 1) for k in sims.argmax(-1)])
 
 
 def main() -> None:
@@ -56,7 +54,7 @@ def main() -> None:
     with torch.no_grad():
         for path in args.files:
             tasks = read_tasks(path)[:args.max_tasks]
-            per_file[path] = np.array([ndcg1(*task_scores(model, tok, t)) for t in tasks])  # [tasks, layers]
+            per_file[path] = np.array([ndcg1(task_scores(model, tok, t), t) for t in tasks])  # [tasks, layers]
     first = per_file[args.files[0]].mean(0)
     layer = int(first.argmax())
     print(f"layer chosen on {args.files[0]}: {layer} (of 0–{len(first) - 1}; embeddings = 0)")

@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 import torch
 
-from listopd.task.metrics import bootstrap_ci
+from listopd.task.metrics import bootstrap_ci, ndcg_at_k
 from listopd.task.tasks import read_tasks
 from listopd.train.models import load_model, load_tokenizer
 
@@ -32,10 +32,9 @@ def text_logprob(model, tok, prefix: str, text: str) -> float:
     return float(torch.log_softmax(logits, -1).gather(1, torch.tensor(t)[:, None]).sum())
 
 
-def ndcg1(scores: list[float], rel: list[float]) -> float:
-    rel = np.asarray(rel, float)
-    best = 2 ** rel.max() - 1
-    return float((2 ** rel[int(np.argmax(scores))] - 1) / best) if best > 0 else 0.0
+def ndcg1(scores: list[float], task) -> float:
+    """NDCG@1 of the task's candidate with the highest score."""
+    return ndcg_at_k([task.candidates[int(np.argmax(scores))].id], task.relevance, 1)
 
 
 def main() -> None:
@@ -51,13 +50,11 @@ def main() -> None:
             tasks = read_tasks(path)[:args.max_tasks]
             pmi, cond = [], []
             for task in tasks:
-                rel = [task.relevance[c.id] for c in task.candidates]
                 conditional = [text_logprob(model, tok, f"{task.context}\n{CUE}", c.text) for c in task.candidates]
                 prior = [text_logprob(model, tok, CUE, c.text) for c in task.candidates]
-                pmi.append(ndcg1([a - b for a, b in zip(conditional, prior)], rel))
-                cond.append(ndcg1(conditional, rel))
-            chance = np.mean([np.mean([(2 ** r - 1) / (2 ** max(t.relevance.values()) - 1) for r in t.relevance.values()])
-                              for t in tasks])
+                pmi.append(ndcg1([a - b for a, b in zip(conditional, prior)], task))
+                cond.append(ndcg1(conditional, task))
+            chance = np.mean([np.mean([ndcg_at_k([c], t.relevance, 1) for c in t.candidate_ids]) for t in tasks])
             for name, v in (("PMI", pmi), ("conditional log p alone", cond)):
                 lo, hi = bootstrap_ci(np.array(v), n_boot=2000)
                 print(f"{path}: {len(tasks)} tasks, {name} NDCG@1 {np.mean(v):.3f} [{lo:.3f}, {hi:.3f}] "

@@ -14,25 +14,20 @@ import random
 from listopd.task.tasks import Candidate, Task, read_tasks, write_tasks
 
 
-def permuted(task: Task, rng: random.Random) -> Task:
-    """The task with its candidates in a random order, ids re-assigned in the new order (the old ids' sequence)."""
+def permuted(task: Task, rng: random.Random, task_id: str) -> Task:
+    """The task as `task_id`, its candidates in a random order, ids re-assigned in the new order (the old ids'
+    sequence)."""
     order = list(task.candidates)
     rng.shuffle(order)
     new_ids = dict(zip((c.id for c in order), task.candidate_ids))  # old id -> the id its new slot carries
-    return Task(id=task.id, context=task.context, split=task.split, meta=task.meta,
+    return Task(id=task_id, context=task.context, split=task.split, meta=task.meta,
                 candidates=tuple(Candidate(new_ids[c.id], c.text) for c in order),
                 relevance={new_ids[old]: rel for old, rel in task.relevance.items()})
 
 
 def copies(tasks: list[Task], n: int, seed: int = 0) -> list[Task]:
     rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        for t in tasks:
-            copy = t if i == 0 else permuted(t, rng)
-            out.append(copy if i == 0 else Task(id=f"{t.id}~perm{i}", context=copy.context, candidates=copy.candidates,
-                                                 relevance=copy.relevance, split=copy.split, meta=copy.meta))
-    return out
+    return list(tasks) + [permuted(t, rng, f"{t.id}~perm{i}") for i in range(1, n) for t in tasks]
 
 
 def main() -> None:

@@ -11,16 +11,12 @@ import argparse
 import re
 from collections import Counter
 
+from listopd.task.metrics import ndcg_at_k
 from listopd.task.tasks import read_tasks
 
 
 def words(text):
     return [w for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 2]
-
-
-def ndcg1(relevance, top):
-    best = max(relevance.values())
-    return (2 ** relevance[top] - 1) / (2 ** best - 1) if best > 0 else 0.0
 
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,7 +30,7 @@ for t in tasks:
     history = Counter(w for line in lines for w in words(line))
     score = {c.id: sum(history[w] for w in words(c.text)) for c in t.candidates}
     top = max(t.candidate_ids, key=lambda cid: score[cid])  # ties: first in candidate order
-    baseline.append(ndcg1(t.relevance, top))
-    random_.append(sum(ndcg1(t.relevance, cid) for cid in t.candidate_ids) / t.k)
+    baseline.append(ndcg_at_k([top], t.relevance, 1))
+    random_.append(sum(ndcg_at_k([cid], t.relevance, 1) for cid in t.candidate_ids) / t.k)
 print(f"{len(tasks)} tasks: word-overlap NDCG@1 {sum(baseline) / len(tasks):.3f}, "
       f"random order {sum(random_) / len(tasks):.3f}")

@@ -15,10 +15,18 @@ likelihood_baseline = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(likelihood_baseline)
 
 
+def _task(relevance):
+    from listopd.task.tasks import Candidate, Task
+
+    return Task(id="t", context="a review", relevance=dict(zip("ABC", relevance)),
+                candidates=tuple(Candidate(i, f"item {i}") for i in "ABC"[:len(relevance)]))
+
+
 def test_ndcg1_reads_the_top_scored_candidate():
-    assert likelihood_baseline.ndcg1([0.1, 2.0, -1.0], [0, 1, 0]) == 1.0
-    assert likelihood_baseline.ndcg1([3.0, 2.0, -1.0], [0, 1, 0]) == 0.0
-    assert likelihood_baseline.ndcg1([0.0, 1.0], [1, 2]) == 1.0 and likelihood_baseline.ndcg1([1.0, 0.0], [1, 2]) == 1 / 3
+    assert likelihood_baseline.ndcg1([0.1, 2.0, -1.0], _task([0, 1, 0])) == 1.0
+    assert likelihood_baseline.ndcg1([3.0, 2.0, -1.0], _task([0, 1, 0])) == 0.0
+    assert likelihood_baseline.ndcg1([0.0, 1.0], _task([1, 2])) == 1.0
+    assert likelihood_baseline.ndcg1([1.0, 0.0], _task([1, 2])) == 1 / 3
 
 
 def test_text_logprob_is_the_sum_of_next_token_logprobs():

@@ -102,7 +102,6 @@ def run_demo(cfg: DemoConfig) -> dict:
     from listopd.train.models import load_tokenizer
     from listopd.train.opd import run_opd
     from listopd.train.opd_config import OPDConfig
-    from listopd.train.sft import run_sft
     from listopd.train.sft_config import SFTConfig
     from listopd.task.tasks import read_tasks, write_tasks
     from listopd.task.tokenizer import task_texts, train_tokenizer
@@ -143,9 +142,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     todo = {name: SFTConfig(out=str(out / name), model=preset, steps=steps, **stage, **common)
             for name, preset, steps, stage in stages if not (out / name / "summary.json").exists()}
     if todo:
+        side_by_side = _side_by_side(cfg, todo)
         _say(t0, " and ".join(f"SFT {name} ({c.model}, {'up to ' if name == 'warm' else ''}{c.steps} steps)"
-                              for name, c in todo.items()) + ("… side by side" if _side_by_side(cfg, todo) else "…"))
-        _run_sft_stages(todo, _side_by_side(cfg, todo))
+                              for name, c in todo.items()) + ("… side by side" if side_by_side else "…"))
+        _run_sft_stages(todo, side_by_side)
     for name, *_ in stages:
         s = json.loads((out / name / "summary.json").read_text())
         _say(t0, f"SFT {name}: {s['steps']} steps, validation strict parse {s['val_strict_parse_rate']:.2f} greedy"

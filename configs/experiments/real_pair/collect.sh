@@ -5,7 +5,7 @@
 #   bash configs/experiments/real_pair/collect.sh
 set -euo pipefail
 P=${P:-runs/real_pair}
-D=docs/experiments/real_pair
+D=${D:-docs/experiments/real_pair}  # D=<folder> collects a second run beside the first
 mkdir -p "$D"
 logs() {  # SRC DST: a run folder's config, metrics log and summary, where they exist
   [ -f "$1/metrics.jsonl" ] || return 0

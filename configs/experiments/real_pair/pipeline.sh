@@ -14,7 +14,7 @@
 #   warm      the student: SmolLM2's embedding, final norm and 6 of its 30 decoder layers (KEEP_LAYERS; first and
 #             last kept, the rest evenly spaced), SFT'd briefly as the warm start (parse headroom) -> P/warm
 #   calibrate p and b per role on the validation split, λ*(p, b, c), the full-vocabulary table -> P/calibration
-#   sweep     ListOPD at λ = 1, one λ below the prediction and one above (the demo's rule), seeds 0-1, the
+#   sweep     ListOPD one λ above the prediction, one below (the demo's rule) and λ = 1, in that order, seeds 0-1, the
 #             mechanism instruments (keep/<role> at every evaluation) and the cliff guard on -> P/sweep
 #   size      the size axis on the test split: untuned SmolLM2, teacher, warm start, the sweep's students
 #             (scripts/size_axis.py)                              -> P/size_axis.json, P/size_axis_outputs/
@@ -104,7 +104,7 @@ base:
   bf16: {bf16}
   threads: {threads}
 grid:
-  - reward_scale: [1.0, {below}, {above}]
+  - reward_scale: [{above}, {below}, 1.0]   # the question first: does the run above the prediction collapse?
     seed: [{seeds}]
     clip_strength: 5
     steps: {steps}

@@ -63,6 +63,10 @@ class DemoConfig:
                                      "report's mechanism figure) every N steps", at_least=1)
     opd_eval_tasks: int = option(32, "validation tasks of those evaluations", at_least=1)
     batch_size: int = option(16, "batch size of the ListOPD runs", at_least=1)
+    rollout_ahead: int = option(1, "1: the ListOPD runs draw each next rollout in a worker process on the other "
+                                   "core while the trainer updates (one step off-policy; the expected estimator "
+                                   "sums over the current student's vocabulary, so it needs no token weight; "
+                                   "train/rollout_ahead.py); 0: synchronous", at_least=0)
     sft_lr: float = option(1e-3, "SFT learning rate")
     sft_bf16: bool = option(True, "bfloat16 autocast for SFT where bf16 is native (GPU, CPU with AMX or "
                                   "AVX512-BF16: ~20% faster, same loss curve); float32 elsewhere, where torch "
@@ -181,7 +185,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                               batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.opd_lr,
                               warmup_steps=cfg.opd_warmup_steps, estimator=cfg.estimator,
                               eval_every=cfg.opd_eval_every, eval_tasks=cfg.opd_eval_tasks, eval_temperature=1.0,
-                              save_every=steps, seed=cfg.seed,
+                              save_every=steps, seed=cfg.seed, rollout_ahead=cfg.rollout_ahead,
                               calibration=str(cal_path), allow_above_cliff=side == "above"), pool=pool)
 
     eval_path = out / "evaluation.json"

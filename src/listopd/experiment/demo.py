@@ -354,7 +354,8 @@ def render_report(cfg: DemoConfig, cal: dict, evaluation: dict, mechanism_roles:
                   f"[{lift['ci'][0]:+.1f}, {lift['ci'][1]:+.1f}]" for side, lift in lifts.items()]
     lines += ["", "## ListOPD", "", f"{cfg.opd_steps} steps below the cliff, {cfg.above_steps} above it, "
               f"lr {cfg.opd_lr:g} (warm-up {cfg.opd_warmup_steps}), "
-              f"{cfg.estimator} estimator, batch {cfg.batch_size}, c = {cfg.c:g}.", "",
+              f"{cfg.estimator} estimator, batch {cfg.batch_size}, c = {cfg.c:g}"
+              + (", rollouts drawn one step ahead (rollout_ahead 1)." if cfg.rollout_ahead else "."), "",
               "![parse rate during ListOPD](opd_curves.png)", ""]
     if mechanism_roles:
         lines += [f"Mechanism: the student's tail mass (1 − keeping mass) per role on validation prefixes at each "

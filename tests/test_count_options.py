@@ -32,7 +32,7 @@ ZERO_MEANS = {
     ("sft", "--threads"): "torch's default", ("opd", "--threads"): "torch's default",
     ("constrained", "--threads"): "torch's default",
     ("opd", "--top-k"): "off", ("opd", "--role-probe-tasks"): "no per-role instrument",
-    ("opd", "--prompt-cache-mb"): "whole-sequence forwards", ("opd", "--rollout-ahead"): "synchronous",
+    ("opd", "--prompt-cache-mb"): "whole-sequence forwards", ("opd", "--rollout-ahead"): "synchronous", ("demo", "--rollout-ahead"): "synchronous",
     ("judge", "--max-requests"): "grade from the cache only", ("judge", "--retries"): "no retries",
     ("serve", "--port"): "any free port",
     # seeds: 0 is a seed like any other (numpy refuses negative ones)

@@ -63,7 +63,7 @@ class DemoConfig:
                                      "report's mechanism figure) every N steps", at_least=1)
     opd_eval_tasks: int = option(32, "validation tasks of those evaluations", at_least=1)
     batch_size: int = option(16, "batch size of the ListOPD runs", at_least=1)
-    rollout_ahead: int = option(1, "1: the ListOPD runs draw each next rollout in a worker process on the other "
+    rollout_ahead: int = option(1, "0 or 1. 1: the ListOPD runs draw each next rollout in a worker process on the other "
                                    "core while the trainer updates (one step off-policy; the expected estimator "
                                    "sums over the current student's vocabulary, so it needs no token weight; "
                                    "train/rollout_ahead.py); 0: synchronous", at_least=0)
@@ -90,6 +90,7 @@ class DemoConfig:
                 f"teacher_schedule must be constant or cosine, got {self.teacher_schedule!r}")
         require(0 <= self.warm_stop_at_sampled_parse <= 1,
                 f"warm_stop_at_sampled_parse must be in [0, 1], got {self.warm_stop_at_sampled_parse}")
+        require(self.rollout_ahead <= 1, f"rollout_ahead must be 0 or 1; got {self.rollout_ahead}")
         require(self.min_history <= self.history_len,
                 f"min_history ({self.min_history}) must be ≤ history_len ({self.history_len})")
 

@@ -11,7 +11,7 @@ round 2's, the same on every side: batch 16, lr 3e-4 after 10 warm-up steps then
 0.95, grad clip 1), up to 64 new tokens at temperature 1, one optimiser step per rollout.
 
     listopd          run_opd, λ = 1, expected estimator (the full-vocabulary reverse-KL gradient on the student's
-                     own samples), one thread
+                     own samples), --listopd-threads threads (default 2, the machine's two cores)
     listopd-ahead    the same with rollout_ahead 1 (two processes, one thread each)
     trl-distill      trl.DistillationTrainer, beta 1 (reverse KL over the vocabulary), always on-policy, use_cpu,
                      two threads (its best CPU setting in benchmarks/opd_step.py)
@@ -71,7 +71,8 @@ def side_listopd(args, pair: Path, ahead: bool, evaluate) -> list[dict]:
                             tasks=str(pair / "data/train.jsonl"), out=str(out), reward_scale=1.0,
                             estimator="expected", lr=LR, warmup_steps=WARMUP, batch_size=BATCH,
                             micro_batch_size=BATCH, max_new_tokens=NEW_TOKENS, steps=step, save_every=args.every,
-                            eval_every=0, threads=1, seed=0, rollout_ahead=int(ahead))
+                            eval_every=0, threads=1 if ahead else args.listopd_threads, seed=0,
+                            rollout_ahead=int(ahead), clip_mode=args.clip_mode)
             run_opd(cfg, quiet=True, pool=pool)
             records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             trained += [r for r in records if r.get("step") == step][-1]["elapsed_s"]  # this chunk's loop time
@@ -145,6 +146,14 @@ def main() -> int:
     ap.add_argument("--eval-prompts", type=int, default=32)
     ap.add_argument("--target", type=float, default=0.05, help="teacher KL (nats per token) to reach")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/time_to_quality")
+    ap.add_argument("--listopd-threads", type=int, default=2,
+                    help="torch threads of the synchronous listopd side (the pipelined side: one per process)")
+    ap.add_argument("--clip-mode", default="teacher_ratio", choices=["teacher_ratio", "none"],
+                    help="clip mode of the listopd sides (c = 5 by default); `none` is the plain reverse-KL "
+                         "gradient TRL's side takes. Sides run with `none` are stored as '<side> (clip none)'")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the other sides' curves already in --out's .json (same pair, warm start, target, "
+                         "steps and evaluation); the sides run now replace theirs")
     args = ap.parse_args()
     if args.steps % args.every:
         ap.error("--steps must be a multiple of --every")
@@ -169,12 +178,27 @@ def main() -> int:
         finally:
             torch.set_num_threads(threads)
 
+    setting = {"pair": str(args.pair), "warm": args.warm, "target": args.target, "steps": args.steps,
+               "every": args.every, "eval_prompts": args.eval_prompts}
     curves = {}
+    if args.append and args.out.with_suffix(".json").exists():
+        previous = json.loads(args.out.with_suffix(".json").read_text())
+        if {k: previous.get(k) for k in setting} != setting:
+            ap.error(f"--append: {args.out.with_suffix('.json')} was measured with other settings "
+                     f"({ {k: previous.get(k) for k in setting} })")
+        run_now = {s if s == "trl-distill" or args.clip_mode == "teacher_ratio" else f"{s} (clip {args.clip_mode})"
+                   for s in args.sides}
+        curves = {s: c for s, c in previous["curves"].items() if s not in run_now}
+        threads = previous.get("listopd_threads")
+        if threads is not None and "listopd" in curves and "listopd" not in args.sides:
+            args.listopd_threads = threads  # the kept side's setting, reported as it was measured
     for side in args.sides:
-        curves[side] = side_trl(args, args.pair, evaluate) if side == "trl-distill" else \
-            side_listopd(args, args.pair, side == "listopd-ahead", evaluate)
-    result = {"pair": str(args.pair), "warm": args.warm, "target": args.target, "steps": args.steps,
-              "every": args.every, "eval_prompts": args.eval_prompts, "curves": curves,
+        if side == "trl-distill":
+            curves[side] = side_trl(args, args.pair, evaluate)
+        else:
+            key = side if args.clip_mode == "teacher_ratio" else f"{side} (clip {args.clip_mode})"
+            curves[key] = side_listopd(args, args.pair, side == "listopd-ahead", evaluate)
+    result = {**setting, "listopd_threads": args.listopd_threads, "curves": curves,
               "time_to_target_s": {s: first_at_or_below(c, args.target) for s, c in curves.items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
@@ -182,7 +206,8 @@ def main() -> int:
              "", "| side | training s to target | KL at the end | steps |", "|---|---|---|---|"]
     for side, c in curves.items():
         t = result["time_to_target_s"][side]
-        lines.append(f"| {side} | {'not reached' if t is None else f'{t:.0f}'} | {c[-1]['kl']:.4f} | {c[-1]['step']} |")
+        label = f"{side} ({args.listopd_threads} threads)" if side.split(" (")[0] == "listopd" else side
+        lines.append(f"| {label} | {'not reached' if t is None else f'{t:.0f}'} | {c[-1]['kl']:.4f} | {c[-1]['step']} |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -131,6 +131,12 @@ def side_trl(args, pair: Path, evaluate) -> list[dict]:
     return points
 
 
+def curve_key(side: str, clip_mode: str) -> str:
+    """A curve's name in the results: the side, with the clip mode when it is not the default teacher_ratio
+    (TRL's side has no clip mode)."""
+    return side if side == "trl-distill" or clip_mode == "teacher_ratio" else f"{side} (clip {clip_mode})"
+
+
 def first_at_or_below(points: list[dict], target: float) -> float | None:
     return next((p["train_s"] for p in points if p["kl"] <= target), None)
 
@@ -180,25 +186,24 @@ def main() -> int:
 
     setting = {"pair": str(args.pair), "warm": args.warm, "target": args.target, "steps": args.steps,
                "every": args.every, "eval_prompts": args.eval_prompts}
-    curves = {}
+    curves, side_threads = {}, {}  # side_threads: the torch threads of each synchronous listopd curve, as measured
     if args.append and args.out.with_suffix(".json").exists():
         previous = json.loads(args.out.with_suffix(".json").read_text())
         if {k: previous.get(k) for k in setting} != setting:
             ap.error(f"--append: {args.out.with_suffix('.json')} was measured with other settings "
                      f"({ {k: previous.get(k) for k in setting} })")
-        run_now = {s if s == "trl-distill" or args.clip_mode == "teacher_ratio" else f"{s} (clip {args.clip_mode})"
-                   for s in args.sides}
+        run_now = {curve_key(s, args.clip_mode) for s in args.sides}
         curves = {s: c for s, c in previous["curves"].items() if s not in run_now}
-        threads = previous.get("listopd_threads")
-        if threads is not None and "listopd" in curves and "listopd" not in args.sides:
-            args.listopd_threads = threads  # the kept side's setting, reported as it was measured
+        side_threads = {s: n for s, n in previous.get("threads", {}).items() if s in curves}
     for side in args.sides:
+        key = curve_key(side, args.clip_mode)
         if side == "trl-distill":
-            curves[side] = side_trl(args, args.pair, evaluate)
+            curves[key] = side_trl(args, args.pair, evaluate)
         else:
-            key = side if args.clip_mode == "teacher_ratio" else f"{side} (clip {args.clip_mode})"
             curves[key] = side_listopd(args, args.pair, side == "listopd-ahead", evaluate)
-    result = {**setting, "listopd_threads": args.listopd_threads, "curves": curves,
+            if side == "listopd":
+                side_threads[key] = args.listopd_threads
+    result = {**setting, "threads": side_threads, "curves": curves,
               "time_to_target_s": {s: first_at_or_below(c, args.target) for s, c in curves.items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
@@ -206,7 +211,7 @@ def main() -> int:
              "", "| side | training s to target | KL at the end | steps |", "|---|---|---|---|"]
     for side, c in curves.items():
         t = result["time_to_target_s"][side]
-        label = f"{side} ({args.listopd_threads} threads)" if side.split(" (")[0] == "listopd" else side
+        label = f"{side} ({side_threads[side]} threads)" if side in side_threads else side
         lines.append(f"| {label} | {'not reached' if t is None else f'{t:.0f}'} | {c[-1]['kl']:.4f} | {c[-1]['step']} |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -24,3 +24,9 @@ def test_time_to_target_is_the_first_evaluation_at_or_below_it():
               {"train_s": 30.0, "kl": 0.04}]
     assert ttq.first_at_or_below(points, 0.05) == 20.0
     assert ttq.first_at_or_below(points, 0.01) is None
+
+
+def test_curve_key_names_the_clip_mode_only_when_it_is_not_the_default():
+    assert ttq.curve_key("listopd", "teacher_ratio") == "listopd"
+    assert ttq.curve_key("listopd-ahead", "none") == "listopd-ahead (clip none)"
+    assert ttq.curve_key("trl-distill", "none") == "trl-distill"

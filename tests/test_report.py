@@ -319,6 +319,39 @@ def test_mechanism_figure_from_logged_keeping_mass(sweep):
     assert_real_image(png)
 
 
+def test_id_slot_figure_and_table_show_a_stuck_slot(sweep):
+    """Per-slot records (keep/id_1, keep/id_2, ...) get a figure of their own and a table of each run's last tail
+    per slot, so a run stuck on a wrong token at one slot (a flat tail at k/n) is visible and named."""
+    for lam in LAMBDAS:
+        run = sweep / "runs" / run_name(lam, 5.0, 0, 200)
+        run.mkdir(parents=True)
+        stuck = lam >= 1.3  # these runs end certain of a wrong token at slot 2 on 5 of 32 probe tasks
+        rows = [{"step": s, "keep/id": 0.99, "keep/id_1": 1.0, "keep/id_2": 1 - 5 / 32 if stuck else 1 - 0.5 / s}
+                for s in (50, 100, 150)]
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = build_report(sweep)
+    text = report.read_text()
+    assert "### The id slots one by one" in text
+    table = [line for line in text.splitlines() if line.startswith("| lam")]
+    assert len(table) == len(LAMBDAS)
+    for line in table:
+        lam = float(line.split("|")[2])
+        assert line.split("|")[-2].strip() == ("0.156" if lam >= 1.3 else "0.003")
+    png = sweep / "report" / "id_slots.png"
+    assert png in linked_pngs(report)
+    assert_real_image(png)
+
+
+def test_no_id_slot_figure_without_per_slot_records(sweep):
+    for lam in LAMBDAS:
+        run = sweep / "runs" / run_name(lam, 5.0, 0, 200)
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text(json.dumps({"step": 50, "keep/id": 0.9}) + "\n")
+    text = build_report(sweep).read_text()
+    assert "## Mechanism" in text and "id slots one by one" not in text
+    assert not (sweep / "report" / "id_slots.png").exists()
+
+
 def test_mechanism_section_says_why_it_is_empty(sweep):
     text = build_report(sweep).read_text()
     assert "No run logged per-role keeping mass" in text

@@ -16,6 +16,7 @@ from pathlib import Path
 from listopd.core import theory
 
 MECHANISM_FIGURE = "mechanism.png"
+ID_SLOTS_FIGURE = "id_slots.png"
 
 
 def trajectories(sweep_dir: Path, name: str) -> list[tuple[int, dict[str, float]]]:
@@ -102,6 +103,68 @@ def plot_mechanism(series: dict[str, tuple[float, list]], calibration: dict, c: 
     return roles
 
 
+def id_slots(available: set[str]) -> list[str]:
+    """The per-slot id roles (id_1, id_2, ...) among `available`, in slot order."""
+    return sorted((r for r in available if r.startswith("id_") and r[3:].isdigit()), key=lambda r: int(r[3:]))
+
+
+def plot_id_slots(series: dict[str, tuple[float, list]], path: Path) -> list[str]:
+    """One panel per id slot: each run's tail mass at that slot over training (series as in plot_mechanism).
+    A tail that stays flat at k/n of the probe tasks is a student certain of a wrong token on k of them: the
+    expected estimator's push back is q(right)·(A − Ā), nothing at q ≈ 0 (a trap, not a rest point)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    slots = id_slots({r for _, traj in series.values() for _, keep in traj for r in keep})
+    if not slots:
+        return []
+    lams = sorted({lam for lam, _ in series.values()})
+    colour = {lam: plt.cm.viridis(i / max(1, len(lams) - 1)) for i, lam in enumerate(lams)}
+    cols = min(4, len(slots))
+    rows = math.ceil(len(slots) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False, sharey=True)
+    floor = 1e-4  # a tail of exactly 0 still gets a point on the log axis
+    for ax, slot in zip(axes.flat, slots):
+        for label, (lam, traj) in sorted(series.items(), key=lambda kv: kv[1][0]):
+            pts = [(s, max(floor, 1 - keep[slot])) for s, keep in traj if slot in keep]
+            if pts:
+                ax.plot(*zip(*pts), color=colour[lam], marker=".", lw=1.2, label=f"λ = {lam:g}")
+        ax.set_yscale("log")
+        ax.set_ylim(floor / 2, 1.5)
+        ax.set_title(f"id slot {slot[3:]}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in axes.flat[len(slots):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    for row in axes:
+        row[0].set_ylabel("tail mass 1 − keep")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
+    fig.suptitle(f"student's tail mass at each id slot (floor {floor:g}); flat at k/n = stuck on k of n probe tasks",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return slots
+
+
+def id_slot_table(series: dict[str, tuple[float, list]]) -> list[str]:
+    """Markdown rows: each run's tail mass per id slot at its last evaluation."""
+    slots = id_slots({r for _, traj in series.values() for _, keep in traj for r in keep})
+    if not slots:
+        return []
+    lines = ["| run | λ | step | " + " | ".join(s[3:] for s in slots) + " |",
+             "|---|---|---|" + "---|" * len(slots)]
+    for label, (lam, traj) in sorted(series.items(), key=lambda kv: kv[1][0]):
+        step, keep = traj[-1]
+        cells = [f"{1 - keep[s]:.3f}" if s in keep else "—" for s in slots]
+        lines.append(f"| {label} | {lam:g} | {step} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def group_title(c: float, budget: int, variant: str = "") -> str:
     """A (c, budget, variant) group's name in the report's titles, tables and this section."""
     return f"c = {c:g}, budget {budget} steps" + (f", {variant}" if variant else "")
@@ -126,7 +189,16 @@ def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: 
     roles = plot_mechanism(chosen, calibration, c, out_dir / MECHANISM_FIGURE, lambda_star)
     if not roles:
         return lines + ["The logged roles do not match the calibration's roles.", ""]
-    return lines + [f"{group_title(c, budget, variant)}, one seed; roles: {', '.join(roles)}. Solid: the student's "
-                    "tail mass on validation prefixes at each evaluation; dashed: the tail of the fixed point "
-                    "q_λ(p_role, b_role) for that run's λ; dotted: the clip-safe boundary.", "",
-                    f"![tail mass per role]({MECHANISM_FIGURE})", ""]
+    lines += [f"{group_title(c, budget, variant)}, one seed; roles: {', '.join(roles)}. Solid: the student's "
+              "tail mass on validation prefixes at each evaluation; dashed: the tail of the fixed point "
+              "q_λ(p_role, b_role) for that run's λ; dotted: the clip-safe boundary.", "",
+              f"![tail mass per role]({MECHANISM_FIGURE})", ""]
+    if plot_id_slots(chosen, out_dir / ID_SLOTS_FIGURE):
+        lines += ["### The id slots one by one", "",
+                  "Each id slot's tail mass (the probe tasks where the student's next token there is not a "
+                  "candidate id the contract allows). A tail that stays flat at k/n of the n probe tasks is a "
+                  "student certain of a wrong token on k of them — a trap the expected estimator leaves only "
+                  "at the speed of the right token's mass, not a rest point.", "",
+                  f"![tail mass per id slot]({ID_SLOTS_FIGURE})", "", "Tail mass per id slot at each run's last "
+                  "evaluation:", ""] + id_slot_table(chosen) + [""]
+    return lines

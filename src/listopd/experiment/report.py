@@ -50,7 +50,7 @@ from pathlib import Path
 
 from listopd.core import theory
 from listopd.core.onset import find_onset, onset_definition, union_bracket
-from listopd.experiment.mechanism import MECHANISM_FIGURE, group_title, section_mechanism
+from listopd.experiment.mechanism import ID_SLOTS_FIGURE, MECHANISM_FIGURE, group_title, section_mechanism
 from listopd.experiment.prereg_spec import OFF_BASE_AXES
 
 DEFAULT_ONSET_THRESHOLD = 0.5
@@ -1171,7 +1171,7 @@ def section_baselines(inp: Inputs, groups, preds) -> list[str]:
     return lines + table + [""] + notes + [""]
 
 
-FIGURES = ("parse_rate.png", "ndcg.png", "onsets.png", MECHANISM_FIGURE)
+FIGURES = ("parse_rate.png", "ndcg.png", "onsets.png", MECHANISM_FIGURE, ID_SLOTS_FIGURE)
 
 
 def section_figures(scored, preds, onsets, rule: OnsetRule, out_dir: Path) -> list[str]:

@@ -1,9 +1,10 @@
 """Probes behind the performance section's "measured and left out" notes (not the benchmark itself).
 
     python benchmarks/probes.py profile    # op table of one bf16 scoring forward, small-teacher (~29M), batch 8
-    python benchmarks/probes.py compile    # torch.compile: decode-token and scoring forward and the training
-                                           # forward + backward, eager vs compiled,
-                                           # compile seconds, and whether listopd.train.rollout.sample compiles
+    python benchmarks/probes.py compile    # torch.compile: one-token forward without a cache, the real decode
+                                           # (64 tokens, static KV cache, batch 8 and 16), scoring forward and
+                                           # the training forward + backward, eager vs compiled, compile
+                                           # seconds, and whether listopd.train.rollout.sample compiles
     python benchmarks/probes.py gqa        # SDPA with the padding mask: K/V repeated (transformers' path with a
                                            # mask) vs enable_gqa, one layer and the whole model (scoring, update)
     python benchmarks/probes.py sft-logits --model smollm2-135m --tasks TASKS.jsonl
@@ -95,6 +96,22 @@ def probe_compile(args) -> None:
             fast = median_ms(make(compiled), 20 if "one-token" in name else 5)
             print(f"{name}: eager {eager:.2f}, compiled {fast:.2f} ({eager / fast:.2f}x), "
                   f"first compiled call {compile_s:.0f} s")
+    # the real decode: 64 greedy tokens after the prompts, through transformers' StaticCache (fixed shapes and
+    # addresses, what a compiled decode needs) eager and compiled, against listopd's own sample (preallocated
+    # cache); the one-token row above has no cache, so it leaves out the attention over the prompt
+    for batch in (8, 16):
+        prompts = [torch.randint(3, len(tok), (PROMPT_LENS[i % 8],)).tolist() for i in range(batch)]
+        decode = static_decode(student, prompts, 64)
+        own = median_ms(lambda: sample(student, prompts, max_new_tokens=64, eos_id=-1, pad_id=0, greedy=True), 3)
+        eager = median_ms(lambda: decode(student.forward), 3)
+        compiled = torch.compile(student.forward, dynamic=False)
+        t = time.perf_counter()
+        same = torch.equal(decode(compiled), decode(student.forward))
+        compile_s = time.perf_counter() - t
+        fast = median_ms(lambda: decode(compiled), 3)
+        print(f"tiny-student decode, 64 tokens, batch {batch} (ms): listopd sample {own:.0f}, static cache eager "
+              f"{eager:.0f}, compiled {fast:.0f} ({own / fast:.2f}x of sample), first compiled call {compile_s:.0f} s, "
+              f"greedy tokens {'equal' if same else 'DIFFER'}")
     # the update: the tiny student's training forward and backward over the same batch (the pipelined trainer's
     # bottleneck), shapes fixed (dynamic=False: each new completion length would compile again)
     trainee = qwen3("tiny-student", tok).train()
@@ -122,6 +139,36 @@ def probe_compile(args) -> None:
     except Exception as e:  # report what inductor says, not a traceback
         cause = next((line for line in str(e).splitlines() if "Error:" in line), str(e).splitlines()[0])
         print(f"listopd.train.rollout.sample with a compiled forward: fails: {type(e).__name__}: {cause.strip()[:200]}")
+
+
+def static_decode(model, prompts: list[list[int]], new_tokens: int):
+    """decode(forward) -> [B, new_tokens] greedy tokens: the prompt pass eager, then one `forward` call per token on
+    a StaticCache whose length is rounded up to 64 (one compiled graph serves every step)."""
+    from transformers.cache_utils import StaticCache
+
+    from listopd.train.rollout import left_pad, position_ids
+
+    ids, mask = left_pad(prompts, pad_id=0)
+    b, p = ids.shape
+    length = -(-(p + new_tokens) // 64) * 64
+
+    @torch.no_grad()
+    def decode(forward):
+        full = torch.zeros((b, length), dtype=mask.dtype)
+        full[:, :p] = mask
+        cache = StaticCache(config=model.config, max_cache_len=length)
+        logits = model(input_ids=ids, attention_mask=full, position_ids=position_ids(mask), cache=cache,
+                       use_cache=True, logits_to_keep=1).logits[:, -1]
+        pos, tokens = position_ids(mask)[:, -1:] + 1, []
+        for step in range(new_tokens):
+            tokens.append(logits.float().argmax(-1))
+            full[:, p + step] = 1
+            logits = forward(input_ids=tokens[-1][:, None], attention_mask=full, position_ids=pos, cache=cache,
+                             use_cache=True).logits[:, -1]
+            pos = pos + 1
+        return torch.stack(tokens, 1)
+
+    return decode
 
 
 def probe_gqa(args) -> None:

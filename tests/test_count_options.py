@@ -30,7 +30,7 @@ ZERO_MEANS = {
     ("sft", "--eval-every"): "only at the end", ("opd", "--eval-every"): "only at the end",
     ("sft", "--lora-r"): "full fine-tuning", ("opd", "--lora-r"): "full fine-tuning",
     ("sft", "--threads"): "torch's default", ("opd", "--threads"): "torch's default",
-    ("constrained", "--threads"): "torch's default",
+    ("constrained", "--threads"): "torch's default", ("serve", "--threads"): "torch's default",
     ("opd", "--top-k"): "off", ("opd", "--role-probe-tasks"): "no per-role instrument",
     ("opd", "--prompt-cache-mb"): "whole-sequence forwards", ("opd", "--rollout-ahead"): "synchronous", ("demo", "--rollout-ahead"): "synchronous",
     ("judge", "--max-requests"): "grade from the cache only", ("judge", "--retries"): "no retries",

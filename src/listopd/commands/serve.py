@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="on SIGINT/SIGTERM, seconds to keep running queued requests before failing them "
                         "with 503 (default 30)")
     p.add_argument("--seed", type=count, default=0, help="seed of the server's RNG for requests without a seed")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=count, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--quiet", action="store_true", help="no line per request")
 
 

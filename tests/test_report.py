@@ -322,21 +322,21 @@ def test_mechanism_figure_from_logged_keeping_mass(sweep):
 def test_id_slot_figure_and_table_show_a_stuck_slot(sweep):
     """Per-slot records (keep/id_1, keep/id_2, ...) get a figure of their own and a table of each run's last tail
     per slot, so a run stuck on a wrong token at one slot (a flat tail at k/n) is visible and named."""
-    for lam in LAMBDAS:
-        run = sweep / "runs" / run_name(lam, 5.0, 0, 200)
+    for lam, seed in [(lam, 0) for lam in LAMBDAS] + [(1.4, 1)]:
+        run = sweep / "runs" / run_name(lam, 5.0, seed, 200)
         run.mkdir(parents=True)
-        stuck = lam >= 1.3  # these runs end certain of a wrong token at slot 2 on 5 of 32 probe tasks
+        stuck = lam >= 1.3 and seed == 0  # these end certain of a wrong token at slot 2 on 5 of 32 probe tasks
         rows = [{"step": s, "keep/id": 0.99, "keep/id_1": 1.0, "keep/id_2": 1 - 5 / 32 if stuck else 1 - 0.5 / s}
                 for s in (50, 100, 150)]
         (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     report = build_report(sweep)
     text = report.read_text()
-    assert "### The id slots one by one" in text
+    assert "### The id slots one by one" in text and "every seed" in text
     table = [line for line in text.splitlines() if line.startswith("| lam")]
-    assert len(table) == len(LAMBDAS)
+    assert len(table) == len(LAMBDAS) + 1  # the id slots take every seed (the role figure the first only)
     for line in table:
-        lam = float(line.split("|")[2])
-        assert line.split("|")[-2].strip() == ("0.156" if lam >= 1.3 else "0.003")
+        lam, seed = float(line.split("|")[2]), int(line.split("_s")[1].split("_")[0])
+        assert line.split("|")[-2].strip() == ("0.156" if lam >= 1.3 and seed == 0 else "0.003")
     png = sweep / "report" / "id_slots.png"
     assert png in linked_pngs(report)
     assert_real_image(png)

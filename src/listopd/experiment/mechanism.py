@@ -108,8 +108,9 @@ def id_slots(available: set[str]) -> list[str]:
     return sorted((r for r in available if r.startswith("id_") and r[3:].isdigit()), key=lambda r: int(r[3:]))
 
 
-def plot_id_slots(series: dict[str, tuple[float, list]], path: Path) -> list[str]:
-    """One panel per id slot: each run's tail mass at that slot over training (series as in plot_mechanism).
+def plot_id_slots(series: dict[str, tuple[float, list]], path: Path, seeds: dict[str, int] | None = None) -> list[str]:
+    """One panel per id slot: each run's tail mass at that slot over training (series as in plot_mechanism;
+    `seeds`, run label -> seed, gives each seed its own line style: colour is λ).
     A tail that stays flat at k/n of the probe tasks is a student certain of a wrong token on k of them: the
     expected estimator's push back is q(right)·(A − Ā), nothing at q ≈ 0 (a trap, not a rest point)."""
     import matplotlib
@@ -122,6 +123,8 @@ def plot_id_slots(series: dict[str, tuple[float, list]], path: Path) -> list[str
         return []
     lams = sorted({lam for lam, _ in series.values()})
     colour = {lam: plt.cm.viridis(i / max(1, len(lams) - 1)) for i, lam in enumerate(lams)}
+    seeds = seeds or {}
+    styles = {s: ("-", "--", ":", "-.")[i % 4] for i, s in enumerate(sorted(set(seeds.values())))}
     cols = min(4, len(slots))
     rows = math.ceil(len(slots) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False, sharey=True)
@@ -130,7 +133,9 @@ def plot_id_slots(series: dict[str, tuple[float, list]], path: Path) -> list[str
         for label, (lam, traj) in sorted(series.items(), key=lambda kv: kv[1][0]):
             pts = [(s, max(floor, 1 - keep[slot])) for s, keep in traj if slot in keep]
             if pts:
-                ax.plot(*zip(*pts), color=colour[lam], marker=".", lw=1.2, label=f"λ = {lam:g}")
+                seed = seeds.get(label)
+                ax.plot(*zip(*pts), color=colour[lam], marker=".", lw=1.2, ls=styles.get(seed, "-"),
+                        label=f"λ = {lam:g}" + ("" if seed is None or len(styles) < 2 else f", seed {seed}"))
         ax.set_yscale("log")
         ax.set_ylim(floor / 2, 1.5)
         ax.set_title(f"id slot {slot[3:]}", fontsize=9)
@@ -158,7 +163,7 @@ def id_slot_table(series: dict[str, tuple[float, list]]) -> list[str]:
         return []
     lines = ["| run | λ | step | " + " | ".join(s[3:] for s in slots) + " |",
              "|---|---|---|" + "---|" * len(slots)]
-    for label, (lam, traj) in sorted(series.items(), key=lambda kv: kv[1][0]):
+    for label, (lam, traj) in sorted(series.items(), key=lambda kv: (kv[1][0], kv[0])):
         step, keep = traj[-1]
         cells = [f"{1 - keep[s]:.3f}" if s in keep else "—" for s in slots]
         lines.append(f"| {label} | {lam:g} | {step} | " + " | ".join(cells) + " |")
@@ -173,16 +178,18 @@ def group_title(c: float, budget: int, variant: str = "") -> str:
 def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: Path,
                       lambda_star: float | None) -> list[str]:
     """The report's mechanism section (the lowest seed of the most common (c, budget, variant) group, the base's
-    first when groups tie, or nothing to draw)."""
+    first when groups tie, or nothing to draw; the id-slot figure and table take every seed of that group)."""
     lines = ["## Mechanism: tail mass per role during training", ""]
     if not calibration or not calibration.get("roles"):
         return lines + ["No calibration file with per-role p and b: nothing to compare the trajectories with.", ""]
-    series = {}
+    series, every_seed = {}, {}
     first_seed = min((r.seed for r in runs), default=None)
     for r in runs:
-        traj = trajectories(sweep_dir, r.name) if r.seed == first_seed else None  # read only the logs drawn
+        traj = trajectories(sweep_dir, r.name)
         if traj:
-            series.setdefault((r.c, r.budget, r.variant), {})[r.name] = (r.lam, traj)
+            every_seed.setdefault((r.c, r.budget, r.variant), {})[r.name] = (r.lam, traj, r.seed)
+            if r.seed == first_seed:
+                series.setdefault((r.c, r.budget, r.variant), {})[r.name] = (r.lam, traj)
     if not series:
         return lines + ["No run logged per-role keeping mass (`keep/<role>`; OPD option role_probe_tasks).", ""]
     (c, budget, variant), chosen = max(series.items(), key=lambda kv: (len(kv[1]), kv[0][2] == ""))
@@ -193,12 +200,15 @@ def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: 
               "tail mass on validation prefixes at each evaluation; dashed: the tail of the fixed point "
               "q_λ(p_role, b_role) for that run's λ; dotted: the clip-safe boundary.", "",
               f"![tail mass per role]({MECHANISM_FIGURE})", ""]
-    if plot_id_slots(chosen, out_dir / ID_SLOTS_FIGURE):
+    group = every_seed[(c, budget, variant)]  # the id slots: every seed of the group (a trap differs by seed)
+    seeds = {name: seed for name, (_, _, seed) in group.items()}
+    all_runs = {name: (lam, traj) for name, (lam, traj, _) in group.items()}
+    if plot_id_slots(all_runs, out_dir / ID_SLOTS_FIGURE, seeds):
         lines += ["### The id slots one by one", "",
                   "Each id slot's tail mass (the probe tasks where the student's next token there is not a "
                   "candidate id the contract allows). A tail that stays flat at k/n of the n probe tasks is a "
                   "student certain of a wrong token on k of them — a trap the expected estimator leaves only "
                   "at the speed of the right token's mass, not a rest point.", "",
                   f"![tail mass per id slot]({ID_SLOTS_FIGURE})", "", "Tail mass per id slot at each run's last "
-                  "evaluation:", ""] + id_slot_table(chosen) + [""]
+                  f"evaluation ({group_title(c, budget, variant)}, every seed):", ""] + id_slot_table(all_runs) + [""]
     return lines

@@ -205,10 +205,11 @@ def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: 
     all_runs = {name: (lam, traj) for name, (lam, traj, _) in group.items()}
     if plot_id_slots(all_runs, out_dir / ID_SLOTS_FIGURE, seeds):
         lines += ["### The id slots one by one", "",
-                  "Each id slot's tail mass (the probe tasks where the student's next token there is not a "
-                  "candidate id the contract allows). A tail that stays flat at k/n of the n probe tasks is a "
-                  "student certain of a wrong token on k of them — a trap the expected estimator leaves only "
-                  "at the speed of the right token's mass, not a rest point.", "",
+                  "Each id slot's tail mass: the student's probability of a next token there that breaks the "
+                  "contract, averaged over the n probe prefixes. A student near-certain on every prefix averages "
+                  "k/n, k the prefixes where it is certain of a wrong token; a tail that stays flat at such a value "
+                  "is a trap, which the expected estimator leaves only at the speed of the right token's mass — "
+                  "not a rest point.", "",
                   f"![tail mass per id slot]({ID_SLOTS_FIGURE})", "", "Tail mass per id slot at each run's last "
                   f"evaluation ({group_title(c, budget, variant)}, every seed):", ""] + id_slot_table(all_runs) + [""]
     return lines

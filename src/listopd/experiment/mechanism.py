@@ -72,8 +72,7 @@ def plot_mechanism(series: dict[str, tuple[float, list]], calibration: dict, c: 
     roles = pick_roles(calibration, available)
     if not roles:
         return []
-    lams = sorted({lam for lam, _ in series.values()})
-    colour = {lam: plt.cm.viridis(i / max(1, len(lams) - 1)) for i, lam in enumerate(lams)}
+    colour = lambda_colours(plt, series)
     fig, axes = plt.subplots(1, len(roles), figsize=(4.2 * len(roles), 3.8), squeeze=False)
     for ax, role in zip(axes[0], roles):
         p, b = float(calibration["roles"][role]["p"]), float(calibration["roles"][role]["b"])
@@ -103,9 +102,16 @@ def plot_mechanism(series: dict[str, tuple[float, list]], calibration: dict, c: 
     return roles
 
 
-def id_slots(available: set[str]) -> list[str]:
-    """The per-slot id roles (id_1, id_2, ...) among `available`, in slot order."""
-    return sorted((r for r in available if r.startswith("id_") and r[3:].isdigit()), key=lambda r: int(r[3:]))
+def id_slots(series: dict[str, tuple[float, list]]) -> list[str]:
+    """The per-slot id roles (id_1, id_2, ...) logged by any run of `series`, in slot order."""
+    logged = {r for _, traj in series.values() for _, keep in traj for r in keep}
+    return sorted((r for r in logged if r.startswith("id_") and r[3:].isdigit()), key=lambda r: int(r[3:]))
+
+
+def lambda_colours(plt, series: dict[str, tuple[float, list]]) -> dict:
+    """One colour per λ of `series`, from viridis, in λ order (the mechanism and id-slot figures share it)."""
+    lams = sorted({lam for lam, _ in series.values()})
+    return {lam: plt.cm.viridis(i / max(1, len(lams) - 1)) for i, lam in enumerate(lams)}
 
 
 def plot_id_slots(series: dict[str, tuple[float, list]], path: Path, seeds: dict[str, int] | None = None) -> list[str]:
@@ -118,11 +124,10 @@ def plot_id_slots(series: dict[str, tuple[float, list]], path: Path, seeds: dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    slots = id_slots({r for _, traj in series.values() for _, keep in traj for r in keep})
+    slots = id_slots(series)
     if not slots:
         return []
-    lams = sorted({lam for lam, _ in series.values()})
-    colour = {lam: plt.cm.viridis(i / max(1, len(lams) - 1)) for i, lam in enumerate(lams)}
+    colour = lambda_colours(plt, series)
     seeds = seeds or {}
     styles = {s: ("-", "--", ":", "-.")[i % 4] for i, s in enumerate(sorted(set(seeds.values())))}
     cols = min(4, len(slots))
@@ -158,7 +163,7 @@ def plot_id_slots(series: dict[str, tuple[float, list]], path: Path, seeds: dict
 
 def id_slot_table(series: dict[str, tuple[float, list]]) -> list[str]:
     """Markdown rows: each run's tail mass per id slot at its last evaluation."""
-    slots = id_slots({r for _, traj in series.values() for _, keep in traj for r in keep})
+    slots = id_slots(series)
     if not slots:
         return []
     lines = ["| run | λ | step | " + " | ".join(s[3:] for s in slots) + " |",
@@ -182,14 +187,15 @@ def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: 
     lines = ["## Mechanism: tail mass per role during training", ""]
     if not calibration or not calibration.get("roles"):
         return lines + ["No calibration file with per-role p and b: nothing to compare the trajectories with.", ""]
-    series, every_seed = {}, {}
-    first_seed = min((r.seed for r in runs), default=None)
+    every_seed, seeds = {}, {}  # (c, budget, variant) -> {run: (λ, trajectory)}; run -> seed
     for r in runs:
         traj = trajectories(sweep_dir, r.name)
         if traj:
-            every_seed.setdefault((r.c, r.budget, r.variant), {})[r.name] = (r.lam, traj, r.seed)
-            if r.seed == first_seed:
-                series.setdefault((r.c, r.budget, r.variant), {})[r.name] = (r.lam, traj)
+            every_seed.setdefault((r.c, r.budget, r.variant), {})[r.name] = (r.lam, traj)
+            seeds[r.name] = r.seed
+    first_seed = min((r.seed for r in runs), default=None)
+    series = {key: first for key, group in every_seed.items()
+              if (first := {name: v for name, v in group.items() if seeds[name] == first_seed})}
     if not series:
         return lines + ["No run logged per-role keeping mass (`keep/<role>`; OPD option role_probe_tasks).", ""]
     (c, budget, variant), chosen = max(series.items(), key=lambda kv: (len(kv[1]), kv[0][2] == ""))
@@ -200,9 +206,7 @@ def section_mechanism(sweep_dir: Path, runs, calibration: dict | None, out_dir: 
               "tail mass on validation prefixes at each evaluation; dashed: the tail of the fixed point "
               "q_λ(p_role, b_role) for that run's λ; dotted: the clip-safe boundary.", "",
               f"![tail mass per role]({MECHANISM_FIGURE})", ""]
-    group = every_seed[(c, budget, variant)]  # the id slots: every seed of the group (a trap differs by seed)
-    seeds = {name: seed for name, (_, _, seed) in group.items()}
-    all_runs = {name: (lam, traj) for name, (lam, traj, _) in group.items()}
+    all_runs = every_seed[(c, budget, variant)]  # the id slots: every seed of the group (a trap differs by seed)
     if plot_id_slots(all_runs, out_dir / ID_SLOTS_FIGURE, seeds):
         lines += ["### The id slots one by one", "",
                   "Each id slot's tail mass: the student's probability of a next token there that breaks the "

@@ -209,14 +209,23 @@ def test_full_queue_answers_503_and_sigint_past_the_drain_timeout_fails_queued_r
         assert s.health()["rejected_queue_full"] == codes.count(503)
 
         # 2. SIGINT with one request running and one queued, drain timeout 0: the running one is answered,
-        #    the queued one gets a 503 that says why, and the server exits 0
+        #    the queued one gets a 503 that says why, and the server exits 0. The second request is sent only
+        #    once the first runs: sent together, on a loaded machine the second could find the first still in
+        #    the one-place queue and be refused as queue_full. The running one is long so that it still runs
+        #    when the second is queued.
         results = []
-        thread = threading.Thread(target=lambda: results.extend(
-            concurrently(lambda: chat(s.url, "hello", max_tokens=100, temperature=0), [()] * 2)))
-        thread.start()
+
+        def send(max_tokens):
+            results.append(chat(s.url, "hello", max_tokens=max_tokens, temperature=0))
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in (400, 100)]
+        threads[0].start()
+        s.wait_for(lambda h: h["running"] == 1)
+        threads[1].start()
         s.wait_for(lambda h: h["running"] == 1 and h["queued"] == 1)
         assert s.stop(signal.SIGINT) == 0
-        thread.join(60)
+        for thread in threads:
+            thread.join(60)
         assert sorted(r.status_code for r in results) == [200, 503]
         err = next(r for r in results if r.status_code == 503).json()["error"]
         assert err["code"] == "shutting_down" and "shut down before this request ran" in err["message"]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from listopd.experiment.demo import DemoConfig, demo_lambdas, run_demo
+from listopd.experiment.demo import DemoConfig, demo_lambdas, run_demo, validation_points
 
 
 def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
@@ -62,7 +62,7 @@ def test_the_below_run_sits_below_both_predictors():
 def test_the_sft_stages_side_by_side_write_both_and_give_the_cores_back(tmp_path):
     import torch
 
-    from listopd.experiment.demo import _run_sft_stages
+    from listopd.experiment.demo import DemoConfig, _run_sft_stages, _second_process, evaluate_on_test
     from listopd.task.data.synth import make_synth_tasks
     from listopd.task.tasks import write_tasks
     from listopd.task.tokenizer import task_texts, train_tokenizer
@@ -72,12 +72,38 @@ def test_the_sft_stages_side_by_side_write_both_and_give_the_cores_back(tmp_path
     tasks = make_synth_tasks(n_users=40, n_items=60, history_len=2, min_history=1, seed=0)
     write_tasks(tmp_path / "train.jsonl", tasks)
     train_tokenizer(task_texts(tasks), vocab_size=2048).save_pretrained(str(tmp_path / "tok"))
+    test = (tmp_path / "train.jsonl", 3)
     for side_by_side in (False, True):
         todo = {name: SFTConfig(out=str(tmp_path / f"{side_by_side}" / name), model=preset, steps=2, batch_size=2,
                                 micro_batch_size=2, tasks=str(tmp_path / "train.jsonl"), tokenizer=str(tmp_path / "tok"),
                                 eval_every=0, save_every=100)
                 for name, preset in (("teacher", "tiny-teacher"), ("warm", "tiny-student"))}
-        _run_sft_stages(todo, side_by_side)
+        with _second_process(DemoConfig(sft_side_by_side=side_by_side)) as second:
+            assert (second is None) == (not side_by_side or DEFAULT_THREADS < 2)
+            _run_sft_stages(todo, second, test)
         for name in todo:
             assert json.loads((tmp_path / f"{side_by_side}" / name / "summary.json").read_text())["steps"] == 2
+        # beside the warm start, the second process also evaluated the teacher on the test tasks
+        teacher_eval = tmp_path / f"{side_by_side}" / "teacher" / "test_evaluation.json"
+        assert teacher_eval.exists() == (second is not None)
         assert torch.get_num_threads() == DEFAULT_THREADS
+    row = evaluate_on_test(tmp_path / "False" / "teacher", *test)  # computed here, then kept
+    assert len(row["valid"]) == len(row["task_ids"]) == 3 and row["strict_parse_rate"] == sum(row["valid"]) / 3
+    assert evaluate_on_test(tmp_path / "False" / "teacher", *test) == row
+    assert len(evaluate_on_test(tmp_path / "False" / "teacher", test[0], 2)["valid"]) == 2  # other tasks: again
+
+
+def test_the_curves_figure_gets_the_final_evaluation_from_the_summary(tmp_path):
+    # The trainer logs evaluations at eval_every into metrics.jsonl, but the one after the last step goes to
+    # summary.json only; the figure drew validation up to step 220 of a 240-step run before this.
+    run = tmp_path / "opd_below"
+    run.mkdir()
+    rows = [{"step": 1, "rollout_parse_rate": 0.0}, {"step": 2, "rollout_parse_rate": 0.5, "val_strict_parse_rate": 0.25},
+            {"step": 3, "rollout_parse_rate": 0.5}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "summary.json").write_text(json.dumps({"steps": 3, "val_strict_parse_rate": 0.75}))
+    assert validation_points(run) == [(2, 0.25), (3, 0.75)]
+    (run / "summary.json").write_text(json.dumps({"steps": 2, "val_strict_parse_rate": 0.25}))  # already a row
+    assert validation_points(run) == [(2, 0.25)]
+    (run / "summary.json").write_text(json.dumps({"steps": 3, "val_strict_parse_rate": None}))  # no final evaluation
+    assert validation_points(run) == [(2, 0.25)]

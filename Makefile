@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The main job: data → tokenizer → SFT teacher and warm start → calibration (λ*) → ListOPD below and above λ*
-# → evaluation → report, on the embedded synthetic catalogue and the tiny presets (under 10 minutes here).
+# → evaluation → report, on the embedded synthetic catalogue and the tiny presets (~10 minutes on 2 cores; README).
 demo: $(STAMP)
 	$(BIN)/listopd demo --out runs/demo
 

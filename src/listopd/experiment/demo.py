@@ -78,7 +78,8 @@ class DemoConfig:
                                   "AVX512-BF16: ~20% faster, same loss curve); float32 elsewhere, where torch "
                                   "emulates bf16 ~100× slower")
     # Measured on an Intel Xeon with AMX, the same stages, λ = 1.125 × 240 steps: 305 s in float32, 249 s in bf16,
-    # test lift over the warm start +30.0 [+20.0, +39.3] and +38.0 [+28.0, +48.0] (validation stays float32).
+    # test lift over the warm start +30.0 [+20.0, +39.3] and +38.0 [+28.0, +48.0] (the test evaluation loads the saved
+    # model in float32; the run's own sampling and validation run under the autocast).
     opd_bf16: bool = option(True, "bfloat16 autocast for the ListOPD runs where bf16 is native (as sft_bf16: "
                                   "~18% faster there; float32 elsewhere)")
     opd_lr: float = option(6e-4, "ListOPD learning rate")

@@ -21,11 +21,15 @@ Sides, each in its own subprocess (separate peak memory, separate imports):
                               prompt is a hit, where a real run's first pass over its data misses) -> student
                               log-probs with entropy -> listopd_loss -> backward -> clip -> AdamW. `-bf16` is
                               the trainer's bf16 option (autocast, frozen scorers held in bfloat16).
+    listopd-bf16-sample32     bf16 with `bf16_sampling: false`: the rollout is sampled in float32 from the master
+                              weights (no autocast), scoring and update as listopd-bf16.
     listopd-ahead             the same step with `rollout_ahead: 1` (train/rollout_ahead.py): a worker process
                               draws the next rollout and scores it under teacher and base while this process
                               runs the update; each process gets half the threads. Step = one take of a
                               rollout to the next; generate/teacher/base are the worker's own times (overlapped),
                               "wait" the trainer's wait for it; CPU time and peak RSS count both processes.
+    listopd-ahead-bf16-sample32   listopd-ahead with bf16 and `bf16_sampling: false`: the worker samples in
+                              float32 and scores under bfloat16 teacher and base; the update under autocast.
     trl-distill[-bf16]        trl.DistillationTrainer, beta = 1 (reverse KL), fully on-policy.
     trl-gkd[-bf16]            trl.experimental.gkd.GKDTrainer, lmbda = 1 (always on-policy), beta = 1 (reverse KL).
                               Both TRL sides: use_cpu, gradient checkpointing off, dataloader workers 0, no logging
@@ -51,6 +55,7 @@ step); attention's score/value products are not counted, so the fractions are lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -66,7 +71,17 @@ ROOT = Path(__file__).resolve().parent.parent
 BATCH, NEW_TOKENS, LR, REWARD_SCALE, CLIP = 8, 64, 1e-5, 1.5, 5.0
 PAIRS = {"tiny": ("tiny-student", "tiny-teacher"), "small": ("tiny-teacher", "small-teacher")}
 SEEDS = {"tiny-student": 1, "tiny-teacher": 2, "small-teacher": 3}
-SIDES = ("listopd", "listopd-bf16", "listopd-ahead", "trl-distill", "trl-distill-bf16", "trl-gkd", "trl-gkd-bf16")
+SIDES = ("listopd", "listopd-bf16", "listopd-bf16-sample32", "listopd-ahead", "listopd-ahead-bf16-sample32",
+         "trl-distill", "trl-distill-bf16", "trl-gkd", "trl-gkd-bf16")
+
+
+def is_bf16(side: str) -> bool:
+    return "-bf16" in side
+
+
+def samples_in_fp32(side: str) -> bool:
+    """The bf16 sides that sample in float32 (the trainer's `bf16_sampling: false`)."""
+    return side.endswith("-sample32")
 
 
 # ------------------------------------------------------------------------------------------ workspace
@@ -150,7 +165,7 @@ def worker_matmul(args) -> dict:
         shapes[f"{name} LM head [{BATCH * NEW_TOKENS}x{h}]·[{h}x{v}]"] = (BATCH * NEW_TOKENS, h, v)
     out = []
     for name, (m, k, n) in shapes.items():
-        for dtype in (torch.float32, torch.bfloat16) if any(s.endswith("-bf16") for s in args.sides) else (torch.float32,):
+        for dtype in (torch.float32, torch.bfloat16) if any(map(is_bf16, args.sides)) else (torch.float32,):
             a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
             reps = max(1, int(2e9 / (2 * m * k * n)))
             for _ in range(2):
@@ -197,14 +212,14 @@ def worker_listopd(args) -> dict:
     from listopd.train.models import load_frozen, load_model, load_tokenizer
     from listopd.train.prompt_cache import PromptCache
     from listopd.train.rollout import completion_logprobs, sample
-    from listopd.train.distributed import make_accelerator
+    from listopd.train.distributed import make_accelerator, own_forward
     from listopd.train.optim import make_optimizer
 
-    if args.side == "listopd-ahead":
+    if args.side.startswith("listopd-ahead"):
         return worker_listopd_ahead(args)
 
     torch.set_num_threads(args.threads)
-    bf16 = args.side.endswith("-bf16")
+    bf16 = is_bf16(args.side)
     student_dir, teacher_dir = (args.work / m for m in PAIRS[args.pair])
     accelerator = make_accelerator(bf16)
     tokenizer = load_tokenizer(student_dir)
@@ -228,8 +243,10 @@ def worker_listopd(args) -> dict:
     phases = {k: [] for k in ("generate", "teacher", "base", "update", "step")}
     for _ in range(args.warmup + args.steps):
         t0 = clock()
-        rollout = sample(accelerator.unwrap_model(student), prompts, max_new_tokens=NEW_TOKENS, eos_id=NO_STOP,
-                         pad_id=tokenizer.pad_token_id, generator=generator)
+        sampler = accelerator.unwrap_model(student)
+        with own_forward(sampler) if samples_in_fp32(args.side) else contextlib.nullcontext(sampler) as sampler:
+            rollout = sample(sampler, prompts, max_new_tokens=NEW_TOKENS, eos_id=NO_STOP,
+                             pad_id=tokenizer.pad_token_id, generator=generator)
         rollout = rollout.rows(slice(None))
         t1 = clock()
         lp_teacher = score(teacher, rollout)
@@ -247,27 +264,31 @@ def worker_listopd(args) -> dict:
 
 
 def worker_listopd_ahead(args) -> dict:
-    """The pipelined step (rollout_ahead 1, fp32): the worker draws and scores, this process updates."""
+    """The pipelined step (rollout_ahead 1; fp32, or bf16 scoring and update with float32 sampling): the worker
+    draws and scores, this process updates."""
     import torch
 
     from listopd.train.models import load_frozen, load_model, load_tokenizer
     from listopd.train.rollout_ahead import RolloutAhead, Scoring
-    from listopd.train.distributed import make_accelerator
+    from listopd.train.distributed import make_accelerator, own_forward
     from listopd.train.optim import make_optimizer
 
     threads = max(1, args.threads // 2)
     torch.set_num_threads(threads)
+    bf16 = is_bf16(args.side)
     student_dir, teacher_dir = (args.work / m for m in PAIRS[args.pair])
-    accelerator = make_accelerator(False)
+    accelerator = make_accelerator(bf16)
     tokenizer = load_tokenizer(student_dir)
     student = load_model(student_dir)
-    teacher, base = load_frozen(teacher_dir), load_frozen(student_dir)
+    frozen_dtype = torch.bfloat16 if bf16 else None
+    teacher, base = load_frozen(teacher_dir, frozen_dtype), load_frozen(student_dir, frozen_dtype)
     optimizer = make_optimizer(student, LR, 0.0)
     student, optimizer = accelerator.prepare(student, optimizer)
     prompts = load_prompts(args.work)["ids"]
-    ahead = RolloutAhead(accelerator.unwrap_model(student), teacher, base, seed=0, threads=threads,
-                         scoring=Scoring(BATCH, tables=False, prompt_cache_mb=4096, bf16=False),
-                         max_new_tokens=NEW_TOKENS, eos_id=-1, pad_id=tokenizer.pad_token_id)
+    with own_forward(accelerator.unwrap_model(student)) as sampler:  # as run_opd makes it: a float32 sampler
+        ahead = RolloutAhead(sampler, teacher, base, seed=0, threads=threads,
+                             scoring=Scoring(BATCH, tables=False, prompt_cache_mb=4096, bf16=bf16),
+                             max_new_tokens=NEW_TOKENS, eos_id=-1, pad_id=tokenizer.pad_token_id)
     clock_ticks = os.sysconf("SC_CLK_TCK")
 
     def both_clock() -> tuple[float, float]:  # wall, CPU of this process and of the worker
@@ -310,7 +331,7 @@ def worker_trl(args) -> dict:
     from listopd.train.models import load_model, load_tokenizer
 
     torch.set_num_threads(args.threads)
-    bf16 = args.side.endswith("-bf16")
+    bf16 = is_bf16(args.side)
     student_dir, teacher_dir = (args.work / m for m in PAIRS[args.pair])
     tokenizer = load_tokenizer(student_dir)
     tokenizer.padding_side = "left"
@@ -437,11 +458,13 @@ def summarise(args, results: dict, matmul: list) -> dict:
         for name, r in sides.items():
             r["tokens_per_s"] = r["completion_tokens"] / r["phases"]["step"]
             if name.startswith("listopd") and "generate" in r["phases"]:  # the pipelined side overlaps them
-                dtype = "bfloat16" if name.endswith("-bf16") else "float32"
+                def dtype(phase: str) -> str:
+                    fp32 = not is_bf16(name) or (phase == "generate" and samples_in_fp32(name))
+                    return "float32" if fp32 else "bfloat16"
                 r["gflops_per_s"] = {k: flops[k] / r["phases"][k] / 1e9 for k in flops}
                 r["gflops_per_cpu_s"] = {k: flops[k] / r["cpu_phases"][k] / 1e9 for k in flops}
                 r["fraction_of_fp32_peak"] = {k: v / peak["float32"] for k, v in r["gflops_per_cpu_s"].items()}
-                r["fraction_of_same_dtype_peak"] = {k: v / peak[dtype] for k, v in r["gflops_per_cpu_s"].items()}
+                r["fraction_of_same_dtype_peak"] = {k: v / peak[dtype(k)] for k, v in r["gflops_per_cpu_s"].items()}
         summary = {"student": s_name, "teacher": t_name, "params": {"student": ps, "teacher": pt},
                    "phase_gflop": {k: v / 1e9 for k, v in flops.items()}, "sides": sides,
                    "best_trl": best_trl, "best_listopd": best_ours}

@@ -249,3 +249,52 @@ def test_sft_stop_at_sampled_parse_needs_validation(dist_world, tmp_path):
         _sft_cfg(dist_world, tmp_path / "x", stop_at_sampled_parse=0.2, eval_every=2).validate()
     with pytest.raises(ListopdError, match=r"in \(0, 1\]"):
         _sft_cfg(dist_world, tmp_path / "x", stop_at_sampled_parse=1.5, val_tasks=dist_world.tasks, eval_every=2).validate()
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+@pytest.mark.parametrize("bf16_sampling", [True, False])
+def test_training_run_samples_under_autocast_or_in_float32(dist_world, tmp_path, bf16_sampling):
+    """bf16_sampling=False: inside `run.sampling()` the student computes exactly what its float32 weights give
+    without autocast; outside, and after the block, accelerate's autocast forward is the one the update uses."""
+    import copy
+
+    from listopd.train.models import load_model
+    from listopd.train.scaffold import TrainingRun
+
+    model = load_model(dist_world.student)
+    float32 = copy.deepcopy(model).eval()
+    run = TrainingRun(str(tmp_path / "run"), seed=0, threads=1, bf16=True, batch_size=1,
+                      bf16_sampling=bf16_sampling)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    run.start(model, optimizer, None, config={}, start_step=0)
+    run.unwrapped.eval()
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    reference, autocast = _logits(float32, ids), _logits(run.model, ids)
+    assert not torch.equal(autocast, reference), "bf16 autocast did not change the arithmetic"
+    with run.sampling() as sampler:
+        assert sampler is run.unwrapped
+        inside = _logits(sampler, ids)
+    assert torch.equal(inside, autocast if bf16_sampling else reference)
+    assert torch.equal(_logits(run.model, ids), autocast), "the update's autocast forward must come back"
+    run.log_file.close()
+
+
+@pytest.mark.parametrize("rollout_ahead", [0, 1])
+def test_opd_bf16_sampling_off_draws_the_float32_runs_first_rollout(dist_world, tmp_path, rollout_ahead):
+    """Step 1 samples from the starting weights: with bf16_sampling=False a bf16 run draws the float32 run's
+    rollout (same seed), in the trainer or in the rollout_ahead worker, so every rollout-only number of step 1
+    is equal; the teacher scores in bf16."""
+    from listopd.train.opd import run_opd
+
+    common = dict(save_every=10, max_new_tokens=24, rollout_ahead=rollout_ahead)
+    run_opd(_opd_cfg(dist_world, tmp_path / "fp32", **common), quiet=True)
+    summary = run_opd(_opd_cfg(dist_world, tmp_path / "bf16", bf16=True, bf16_sampling=False, **common), quiet=True)
+    assert summary["steps"] == 2
+    fp32, bf16 = read_metrics(tmp_path / "fp32")[0], read_metrics(tmp_path / "bf16")[0]
+    rollout_only = ("completion_len_mean", "completion_len_max", "eos_rate", "rollout_parse_rate")
+    assert {k: bf16[k] for k in rollout_only} == {k: fp32[k] for k in rollout_only}
+    assert bf16["teacher_kl_k3"] != fp32["teacher_kl_k3"], "the teacher scores in bf16 in the bf16 run"

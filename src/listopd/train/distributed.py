@@ -1,7 +1,9 @@
-"""The accelerate side of training: the Accelerator both trainers use, numbers reduced over processes, and
-the check that data-parallel ranks hold bit-identical weights."""
+"""The accelerate side of training: the Accelerator both trainers use, the student's own float32 forward for
+a block, numbers reduced over processes, and the check that data-parallel ranks hold bit-identical weights."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -16,6 +18,24 @@ def make_accelerator(bf16: bool):
 
     AcceleratorState._reset_state()
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
+
+
+@contextlib.contextmanager
+def own_forward(model):
+    """The prepared (unwrapped) model with its own forward for the block: float32 master weights, no autocast.
+    accelerate's mixed precision replaces the instance's `forward` by an autocast one and keeps the model's own
+    as `_original_forward`; unwrap_model(keep_fp32_wrapper=False) would strip the autocast for good, the
+    update's forward included, so here the model's own forward stands in for the block only. A model without
+    the autocast forward (a float32 run) is yielded as it is."""
+    patched, own = model.__dict__.get("forward"), model.__dict__.get("_original_forward")
+    if patched is None or own is None:
+        yield model
+        return
+    model.forward = own
+    try:
+        yield model
+    finally:
+        model.forward = patched
 
 
 def reduce_numbers(accelerator, values: list[float], reduction: str = "sum") -> list[float]:

@@ -100,9 +100,12 @@ def listopd_step(cfg: OPDConfig, run: TrainingRun, scorers: Scorers, prompts: li
     instead of steps 1 and 2. Returns (rollout, summed loss statistics, summed entropy, gradient norm)."""
     student, accelerator = run.model, run.accelerator
     # 1. sample from the student, then split into micro-batches (each trimmed to its longest completion)
-    rollout = drawn.rollout if drawn else sample(
-        run.unwrapped, prompts, max_new_tokens=cfg.max_new_tokens, eos_id=eos_id, pad_id=pad_id,
-        generator=generator, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
+    if drawn:
+        rollout = drawn.rollout
+    else:
+        with run.sampling() as model:
+            rollout = sample(model, prompts, max_new_tokens=cfg.max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+                             generator=generator, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
     rollout = rollout.rows(slice(None))
     micro = micro_batches(rollout, cfg.micro_batch_size)
     # 2. score: teacher and base (sampled tokens, or whole log-prob tables for the expected estimator), π_old
@@ -181,7 +184,8 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
     cfg.validate()  # a config built in Python has not been through load_config
     cliff = cliff_check(cfg)
     warn_if_truncated_sampling(cfg.temperature, cfg.top_p, cfg.top_k)
-    run = TrainingRun(cfg.out, seed=cfg.seed, threads=trainer_threads(cfg), bf16=cfg.bf16, batch_size=cfg.batch_size)
+    run = TrainingRun(cfg.out, seed=cfg.seed, threads=trainer_threads(cfg), bf16=cfg.bf16, batch_size=cfg.batch_size,
+                      bf16_sampling=cfg.bf16_sampling)
     require(not cfg.rollout_ahead or run.world == 1, "rollout_ahead needs a single process (its worker is a "
             "second process beside it); under accelerate launch use rollout_ahead 0")
     tokenizer = load_tokenizer(cfg.student)
@@ -237,12 +241,13 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
                disable=quiet or not run.is_main, dynamic_ncols=True)
     step, t0 = start_step, time.time()
     stop_reason = guard.stopped or "steps"  # a run the guard stopped stays stopped when re-run
-    ahead = pool.rollout_worker(  # the pool's: a sweep's runs share one worker and its prompt caches
-        run.unwrapped, scorers.teacher, scorers.base, seed=cfg.seed * 1000, threads=cfg.sampler_threads,
-        scoring=Scoring(cfg.micro_batch_size, cfg.estimator == "expected", cfg.prompt_cache_mb, cfg.bf16),
-        max_new_tokens=cfg.max_new_tokens, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-    ) if cfg.rollout_ahead and step < cfg.steps and stop_reason == "steps" else None
+    with run.sampling() as sampler:  # the worker's copy of the student samples in the run's sampling precision
+        ahead = pool.rollout_worker(  # the pool's: a sweep's runs share one worker and its prompt caches
+            sampler, scorers.teacher, scorers.base, seed=cfg.seed * 1000, threads=cfg.sampler_threads,
+            scoring=Scoring(cfg.micro_batch_size, cfg.estimator == "expected", cfg.prompt_cache_mb, cfg.bf16),
+            max_new_tokens=cfg.max_new_tokens, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+            temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+        ) if cfg.rollout_ahead and step < cfg.steps and stop_reason == "steps" else None
     if ahead and not ahead.restore(rng.get("rollout_ahead")):  # a new run draws its first rollout now
         ahead.submit(run.unwrapped, [prompts[i] for i in batch(step)])
     try:

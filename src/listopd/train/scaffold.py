@@ -15,6 +15,7 @@ included), so results stay bitwise the same.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from listopd.train import checkpoint as ckpt
-from listopd.train.distributed import make_accelerator, ranks_agree
+from listopd.train.distributed import make_accelerator, own_forward, ranks_agree
 from listopd.train.evaluation import evaluate, headline
 from listopd.train.metrics_log import MetricsLog
 from listopd.train.run_identity import check_resumable, run_identity
@@ -40,9 +41,11 @@ DEFAULT_THREADS = torch.get_num_threads()
 class TrainingRun:
     """One training run's folder and process group (see the module docstring for the call order)."""
 
-    def __init__(self, out: str, *, seed: int, threads: int, bf16: bool, batch_size: int):
+    def __init__(self, out: str, *, seed: int, threads: int, bf16: bool, batch_size: int,
+                 bf16_sampling: bool = True):
         torch.set_num_threads(threads or DEFAULT_THREADS)
         self.accelerator = make_accelerator(bf16)
+        self.fp32_sampling = bf16 and not bf16_sampling  # see `sampling`
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         require(batch_size >= self.world,
                 f"batch_size ({batch_size}) must be ≥ the number of processes ({self.world})")
@@ -82,6 +85,13 @@ class TrainingRun:
         """The model without its accelerator wrapper (for sampling, evaluation and saving)."""
         return self.accelerator.unwrap_model(self.model)
 
+    def sampling(self):
+        """A context manager giving the unwrapped model to sample and validate with: under bf16 autocast like
+        the update (the default), or in float32 from the same master weights when the run was made with
+        bf16_sampling=False (on a CPU, bf16 autocast slows token-by-token decoding:
+        benchmarks/results/opd_step_intel_amx.md)."""
+        return own_forward(self.unwrapped) if self.fp32_sampling else contextlib.nullcontext(self.unwrapped)
+
     def log(self, record: dict) -> None:
         self.log_file.write(record)
 
@@ -108,8 +118,9 @@ class TrainingRun:
         """The headline validation numbers on `tasks` ({} without validation tasks)."""
         if not tasks:
             return {}
-        return headline(evaluate(self.unwrapped, tokenizer, tasks, max_new_tokens=max_new_tokens,
-                                 temperature=temperature))
+        with self.sampling() as model:
+            return headline(evaluate(model, tokenizer, tasks, max_new_tokens=max_new_tokens,
+                                     temperature=temperature))
 
     def finish(self, tokenizer, summary: dict) -> dict:
         """Export `final/` and write `summary.json` (main process), close the log, end the process group."""

@@ -82,6 +82,9 @@ class DemoConfig:
     # model in float32; the run's own sampling and validation run under the autocast).
     opd_bf16: bool = option(True, "bfloat16 autocast for the ListOPD runs where bf16 is native (as sft_bf16: "
                                   "~18% faster there; float32 elsewhere)")
+    opd_bf16_sampling: bool = option(False, "with opd_bf16: sample and validate under the autocast too (false: in "
+                                            "float32 from the same weights, the update in bf16; on a CPU bf16 "
+                                            "autocast slows token-by-token decoding)")
     opd_lr: float = option(6e-4, "ListOPD learning rate")
     opd_warmup_steps: int = option(10, "ListOPD linear learning-rate warm-up steps (0: none)", at_least=0)
     estimator: str = option("expected", "ListOPD estimator (sampled or expected: far less gradient noise)")
@@ -204,7 +207,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                               warmup_steps=cfg.opd_warmup_steps, estimator=cfg.estimator,
                               eval_every=cfg.opd_eval_every, eval_tasks=cfg.opd_eval_tasks, eval_temperature=1.0,
                               save_every=steps, seed=cfg.seed, rollout_ahead=cfg.rollout_ahead,
-                              bf16=cfg.opd_bf16 and fast_bf16,
+                              bf16=cfg.opd_bf16 and fast_bf16, bf16_sampling=cfg.opd_bf16_sampling,
                               calibration=str(cal_path), allow_above_cliff=side == "above"), pool=pool)
 
     eval_path = out / "evaluation.json"

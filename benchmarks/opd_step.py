@@ -28,8 +28,9 @@ Sides, each in its own subprocess (separate peak memory, separate imports):
                               runs the update; each process gets half the threads. Step = one take of a
                               rollout to the next; generate/teacher/base are the worker's own times (overlapped),
                               "wait" the trainer's wait for it; CPU time and peak RSS count both processes.
-    listopd-ahead-bf16-sample32   listopd-ahead with bf16 and `bf16_sampling: false`: the worker samples in
-                              float32 and scores under bfloat16 teacher and base; the update under autocast.
+    listopd-ahead-bf16        listopd-ahead with bf16: the worker samples in float32 (in every bf16 pipelined run:
+                              the student's copy reaches it without accelerate's autocast forward) and scores
+                              under bfloat16 teacher and base; the update under autocast.
     trl-distill[-bf16]        trl.DistillationTrainer, beta = 1 (reverse KL), fully on-policy.
     trl-gkd[-bf16]            trl.experimental.gkd.GKDTrainer, lmbda = 1 (always on-policy), beta = 1 (reverse KL).
                               Both TRL sides: use_cpu, gradient checkpointing off, dataloader workers 0, no logging
@@ -71,7 +72,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BATCH, NEW_TOKENS, LR, REWARD_SCALE, CLIP = 8, 64, 1e-5, 1.5, 5.0
 PAIRS = {"tiny": ("tiny-student", "tiny-teacher"), "small": ("tiny-teacher", "small-teacher")}
 SEEDS = {"tiny-student": 1, "tiny-teacher": 2, "small-teacher": 3}
-SIDES = ("listopd", "listopd-bf16", "listopd-bf16-sample32", "listopd-ahead", "listopd-ahead-bf16-sample32",
+SIDES = ("listopd", "listopd-bf16", "listopd-bf16-sample32", "listopd-ahead", "listopd-ahead-bf16",
          "trl-distill", "trl-distill-bf16", "trl-gkd", "trl-gkd-bf16")
 
 
@@ -264,13 +265,13 @@ def worker_listopd(args) -> dict:
 
 
 def worker_listopd_ahead(args) -> dict:
-    """The pipelined step (rollout_ahead 1; fp32, or bf16 scoring and update with float32 sampling): the worker
-    draws and scores, this process updates."""
+    """The pipelined step (rollout_ahead 1; fp32, or bf16: the worker samples in float32 either way, scores
+    under bfloat16 teacher and base, this process updates under autocast)."""
     import torch
 
     from listopd.train.models import load_frozen, load_model, load_tokenizer
     from listopd.train.rollout_ahead import RolloutAhead, Scoring
-    from listopd.train.distributed import make_accelerator, own_forward
+    from listopd.train.distributed import make_accelerator
     from listopd.train.optim import make_optimizer
 
     threads = max(1, args.threads // 2)
@@ -285,10 +286,9 @@ def worker_listopd_ahead(args) -> dict:
     optimizer = make_optimizer(student, LR, 0.0)
     student, optimizer = accelerator.prepare(student, optimizer)
     prompts = load_prompts(args.work)["ids"]
-    with own_forward(accelerator.unwrap_model(student)) as sampler:  # as run_opd makes it: a float32 sampler
-        ahead = RolloutAhead(sampler, teacher, base, seed=0, threads=threads,
-                             scoring=Scoring(BATCH, tables=False, prompt_cache_mb=4096, bf16=bf16),
-                             max_new_tokens=NEW_TOKENS, eos_id=-1, pad_id=tokenizer.pad_token_id)
+    ahead = RolloutAhead(accelerator.unwrap_model(student), teacher, base, seed=0, threads=threads,
+                         scoring=Scoring(BATCH, tables=False, prompt_cache_mb=4096, bf16=bf16),
+                         max_new_tokens=NEW_TOKENS, eos_id=-1, pad_id=tokenizer.pad_token_id)
     clock_ticks = os.sysconf("SC_CLK_TCK")
 
     def both_clock() -> tuple[float, float]:  # wall, CPU of this process and of the worker

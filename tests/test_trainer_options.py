@@ -283,16 +283,19 @@ def test_training_run_samples_under_autocast_or_in_float32(dist_world, tmp_path,
     run.log_file.close()
 
 
-@pytest.mark.parametrize("rollout_ahead", [0, 1])
-def test_opd_bf16_sampling_off_draws_the_float32_runs_first_rollout(dist_world, tmp_path, rollout_ahead):
-    """Step 1 samples from the starting weights: with bf16_sampling=False a bf16 run draws the float32 run's
-    rollout (same seed), in the trainer or in the rollout_ahead worker, so every rollout-only number of step 1
-    is equal; the teacher scores in bf16."""
+@pytest.mark.parametrize("rollout_ahead, bf16_sampling", [(0, False), (1, False), (1, True)])
+def test_bf16_runs_that_sample_in_float32_draw_the_float32_runs_first_rollout(dist_world, tmp_path, rollout_ahead,
+                                                                              bf16_sampling):
+    """Step 1 samples from the starting weights: a bf16 run that samples in float32 — the trainer with
+    bf16_sampling=False, the rollout_ahead worker always (the student's copy reaches the worker process without
+    accelerate's autocast forward) — draws the float32 run's rollout (same seed), so every rollout-only number of
+    step 1 is equal; the teacher scores in bf16."""
     from listopd.train.opd import run_opd
 
     common = dict(save_every=10, max_new_tokens=24, rollout_ahead=rollout_ahead)
     run_opd(_opd_cfg(dist_world, tmp_path / "fp32", **common), quiet=True)
-    summary = run_opd(_opd_cfg(dist_world, tmp_path / "bf16", bf16=True, bf16_sampling=False, **common), quiet=True)
+    summary = run_opd(_opd_cfg(dist_world, tmp_path / "bf16", bf16=True, bf16_sampling=bf16_sampling, **common),
+                      quiet=True)
     assert summary["steps"] == 2
     fp32, bf16 = read_metrics(tmp_path / "fp32")[0], read_metrics(tmp_path / "bf16")[0]
     rollout_only = ("completion_len_mean", "completion_len_max", "eos_rate", "rollout_parse_rate")

@@ -241,13 +241,12 @@ def run_opd(cfg: OPDConfig, *, quiet: bool = False, pool: FrozenPool | None = No
                disable=quiet or not run.is_main, dynamic_ncols=True)
     step, t0 = start_step, time.time()
     stop_reason = guard.stopped or "steps"  # a run the guard stopped stays stopped when re-run
-    with run.sampling() as sampler:  # the worker's copy of the student samples in the run's sampling precision
-        ahead = pool.rollout_worker(  # the pool's: a sweep's runs share one worker and its prompt caches
-            sampler, scorers.teacher, scorers.base, seed=cfg.seed * 1000, threads=cfg.sampler_threads,
-            scoring=Scoring(cfg.micro_batch_size, cfg.estimator == "expected", cfg.prompt_cache_mb, cfg.bf16),
-            max_new_tokens=cfg.max_new_tokens, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-            temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-        ) if cfg.rollout_ahead and step < cfg.steps and stop_reason == "steps" else None
+    ahead = pool.rollout_worker(  # the pool's: a sweep's runs share one worker and its prompt caches
+        run.unwrapped, scorers.teacher, scorers.base, seed=cfg.seed * 1000, threads=cfg.sampler_threads,
+        scoring=Scoring(cfg.micro_batch_size, cfg.estimator == "expected", cfg.prompt_cache_mb, cfg.bf16),
+        max_new_tokens=cfg.max_new_tokens, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+    ) if cfg.rollout_ahead and step < cfg.steps and stop_reason == "steps" else None
     if ahead and not ahead.restore(rng.get("rollout_ahead")):  # a new run draws its first rollout now
         ahead.submit(run.unwrapped, [prompts[i] for i in batch(step)])
     try:

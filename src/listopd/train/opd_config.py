@@ -66,8 +66,9 @@ class OPDConfig:
     bf16: bool = option(False, "bfloat16 autocast")
     bf16_sampling: bool = option(True, "with bf16: sample rollouts and validate under bf16 autocast too (false: in "
                                        "float32 from the same master weights, faster on CPUs where autocast slows "
-                                       "decoding; the update and π_old stay bf16; rollout_ahead's worker samples "
-                                       "in the same precision)")
+                                       "decoding; the update and π_old stay bf16). The rollout_ahead worker "
+                                       "samples in float32 either way: its copy of the student reaches the worker "
+                                       "process without accelerate's autocast forward")
     lora_r: int = option(0, "LoRA rank (0: full fine-tuning)", at_least=0)
     lora_alpha: int = option(16, "LoRA scaling α (the update is scaled by α / r)", at_least=1)
     threads: int = option(0, "torch CPU threads (0: torch's default, one per core, less the "

@@ -75,7 +75,6 @@ class RolloutAhead:
             if frozen is not None:
                 frozen.share_memory()  # in place: the worker reads the trainer's own copy
         self._teacher_id, self._base_id, self._setup = id(teacher), id(base), (scoring, threads)  # for `fits`
-        self._autocast = _under_autocast(student)  # the shadow samples in the student's precision
         ctx = mp.get_context("spawn")  # fork would copy the trainer's thread pools and locks
         self._requests, self._results = ctx.Queue(), ctx.Queue()
         self._process = ctx.Process(target=_serve, name="listopd-rollout-ahead", daemon=True,
@@ -93,7 +92,7 @@ class RolloutAhead:
         same_models = self._teacher_id == id(teacher) and (base is None or self._base_id == id(base))
         shapes = lambda m: [(n, p.shape, p.dtype) for n, p in m.named_parameters()]  # noqa: E731
         return (same_models and self._setup == (scoring, threads) and self._process.is_alive()
-                and shapes(self._shadow) == shapes(student) and self._autocast == _under_autocast(student))
+                and shapes(self._shadow) == shapes(student))
 
     def attach(self, *, seed: int, score_base: bool = True, **sampling) -> "RolloutAhead":
         """Start serving a run: its seed, whether its rollouts are scored under the base, and its sampling
@@ -189,13 +188,6 @@ class RolloutAhead:
             raise ListopdError(f"the rollout-ahead worker failed:\n{result}")
         scored, generator_state = result
         return _own(scored), generator_state
-
-
-def _under_autocast(model) -> bool:
-    """Whether accelerate's mixed precision has replaced the model's forward by an autocast one (it keeps the
-    model's own as `_original_forward`; train/scaffold.py `TrainingRun.sampling` puts that back for a block)."""
-    forward = model.__dict__.get("forward")
-    return forward is not None and forward is not model.__dict__.get("_original_forward")
 
 
 def _own(scored: Scored) -> Scored:

@@ -79,7 +79,7 @@ class DemoConfig:
                                   "emulates bf16 ~100× slower")
     # Measured on an Intel Xeon with AMX, the same stages, λ = 1.125 × 240 steps: 305 s in float32, 249 s in bf16,
     # test lift over the warm start +30.0 [+20.0, +39.3] and +38.0 [+28.0, +48.0] (the test evaluation loads the saved
-    # model in float32; the run's own sampling and validation run under the autocast).
+    # model in float32; the rollouts are float32 too, drawn by the rollout_ahead worker: below).
     opd_bf16: bool = option(True, "bfloat16 autocast for the ListOPD runs where bf16 is native (as sft_bf16: "
                                   "~18% faster there; float32 elsewhere)")
     # The rollouts come from the rollout_ahead worker, which samples in float32 in any case, so with rollout_ahead 1

@@ -290,3 +290,28 @@ def test_top_k_and_temperature():
     tempered = torch.softmax(logits / t, -1)  # top-3 renormalised: {3: .714, 1: .257, 4: .029}
     _check_distribution(_processed_logprobs(logits, t, 0.9, 3), [1, 3], tempered)
     _check_distribution(_processed_logprobs(logits, t, 1.0, 3), [1, 3, 4], tempered)
+
+
+class Counting(torch.nn.Module):
+    """Counts the forward passes of the wrapped model."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, **kw):
+        self.calls += 1
+        return self.inner(**kw)
+
+
+def test_sample_runs_one_forward_per_token_and_none_after_the_last(world, student, prompts):
+    tok = world.tok
+    model = Counting(student)
+    roll = sample(model, prompts, max_new_tokens=5, eos_id=-1, pad_id=tok.pad_token_id,
+                  generator=torch.Generator().manual_seed(0))
+    assert roll.completion_ids.shape[1] == 5
+    assert model.calls == 5  # the prompt pass gives token 1, four cached passes tokens 2-5; token 5's logits unused
+    # and the tokens are the ones a longer budget draws first
+    longer = sample(student, prompts, max_new_tokens=8, eos_id=-1, pad_id=tok.pad_token_id,
+                    generator=torch.Generator().manual_seed(0))
+    assert torch.equal(longer.completion_ids[:, :5], roll.completion_ids)

@@ -185,7 +185,7 @@ def sample(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: int,
         newly_ended = ~done & (tok == eos_id)
         ended |= newly_ended
         done |= newly_ended
-        if bool(done.all()):
+        if bool(done.all()) or step == max_new_tokens - 1:  # (the last token needs no forward after it)
             break
         full_mask[:, p + step] = 1
         out = model(input_ids=tok[:, None], attention_mask=full_mask[:, :p + step + 1], position_ids=next_pos,

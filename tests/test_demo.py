@@ -26,6 +26,10 @@ def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
     assert lambdas["below"] == round(1 + 0.5 * (min(lam_star, fv_onset or lam_star) - 1), 3)
     steps = {side: json.loads((out / f"opd_{side}" / "summary.json").read_text())["steps"] for side in lambdas}
     assert steps == {"plain": 2, "below": 2, "above": 1}
+    from listopd.task.tasks import read_tasks
+    assert {t.k for t in read_tasks(out / "data" / "train.jsonl")} == {cfg.k}  # the demo's K (5), not synth's 8
+    sft_batch = {name: json.loads((out / name / "config.json").read_text())["batch_size"] for name in ("teacher", "warm")}
+    assert sft_batch == {"teacher": cfg.teacher_batch_size, "warm": cfg.sft_batch_size} == {"teacher": 16, "warm": 8}
     assert json.loads((out / "opd_above" / "config.json").read_text())["allow_above_cliff"] is True
     report = (out / "report.md").read_text()
     assert f"{lam_star:.3f}" in report and report.count("| ListOPD λ=") == 3
@@ -48,6 +52,14 @@ def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
     log = capsys.readouterr().out
     assert "SFT teacher (" not in log and "ListOPD λ" not in log and "calibrating" not in log
     assert again["lambda_star"] == lam_star
+
+
+def test_a_title_format_synth_does_not_know_is_refused_before_any_work():
+    from listopd.util.errors import ListopdError
+
+    with pytest.raises(ListopdError, match="title_format must be one of full, short, plain, got 'fancy'"):
+        DemoConfig(title_format="fancy").validate()
+    DemoConfig(title_format="full", k=8, history_len=3, min_history=2).validate()  # the K = 8 demo of before
 
 
 def test_the_below_run_sits_below_both_predictors():

@@ -27,12 +27,22 @@ class DemoConfig:
     seed: int = option(0, "seed of the synthetic data", at_least=0)
     n_users: int = option(1500, "synthetic users (one task each; split 80/10/10 by user)", at_least=1)
     n_items: int = option(600, "synthetic catalogue items", at_least=1)
-    history_len: int = option(3, "most history titles in a task's context", at_least=1)
-    min_history: int = option(2, "fewest history titles in a task's context", at_least=1)
-    # Budgets measured in float32 on seed 0 (docs in README "Set-up"): at batch 8 and lr 1e-3 the teacher's greedy
-    # validation parse is 0 up to step 100 and 1.0 from step 150 (cosine) or 200 (constant). Under a constant lr
-    # it does not stay there — at batch 16, 1.0 at steps 200 and 240 and 0.19 at 280 — hence the cosine decay.
-    teacher_steps: int = option(240, "SFT steps of the teacher", at_least=1)
+    # The task is kept short, because tokens are the demo's time on a CPU: K = 5 candidates with plain titles
+    # ("Casual Navy Blue Dress") and 1–2 history titles give ~145 prompt + 27 target tokens and a 539-token
+    # vocabulary, against ~280 + 39 and 871 at K = 8 with full titles and 2–3 history titles. Measured on a Zen 3
+    # EPYC (float32, seed 0): the whole demo 6½ min without the install instead of 25, test lift +63.3 points
+    # (docs/experiments/demo_history.md, "The light demo").
+    history_len: int = option(2, "most history titles in a task's context", at_least=1)
+    min_history: int = option(1, "fewest history titles in a task's context", at_least=1)
+    k: int = option(5, "candidates per task (the output lists K ids: fewer means shorter prompts and outputs)",
+                    at_least=2)
+    title_format: str = option("plain", "item titles: plain (\"Style Colour Category\"), short or full (brand, "
+                                        "audience, noun, colour, style, material: listopd.task.data.synth)")
+    # The teacher must keep the format under sampling; at batch 8 whether it does is a coin flip of the seed (K = 5,
+    # seed 1: greedy validation parse 0 at steps 40–240 of a 240-step cosine run, and 0.19, 1.0, 0 at steps 160, 200,
+    # 240 of a 400-step one; seed 0: 1.0 from step 80). At batch 16, seed 1 reaches 0.97 at step 80 and 1.0 at 120.
+    teacher_steps: int = option(160, "SFT steps of the teacher", at_least=1)
+    teacher_batch_size: int = option(16, "batch size of the teacher's SFT", at_least=1)
     teacher_schedule: str = option("cosine", "learning-rate schedule of the teacher's SFT (constant or cosine: "
                                              "decays to 10%, so the format it reaches stays)")
     # The warm start is stopped early, while its sampled outputs rarely keep the format: the parse headroom that
@@ -43,26 +53,23 @@ class DemoConfig:
     warm_stop_at_sampled_parse: float = option(0.1, "the warm start's SFT stops once one sample per validation "
                                                     "task at T = 1 keeps the format this often (64 tasks; 0: it "
                                                     "trains all warm_steps)")
-    # One thread is nearly as fast as two at these sizes and gives the same bits (40 steps of tiny-student SFT at 1
-    # and at 2 threads: equal losses), so the two independent SFT stages share the machine: measured on 2 cores,
-    # 40 steps each, the teacher 22 s alone on both cores and 30 s on one beside the warm start (12 → 18 s).
-    # The second process also evaluates the teacher on the test split once its SFT is done (the warm start, whose
-    # SFT is the longer, still runs) and the warm start while this one calibrates: ~30 s off the demo's wall time.
-    sft_side_by_side: bool = option(True, "train the teacher and the warm start at once, in two processes on half "
+    # At K = 8 the two SFT stages were about as long as each other and ran side by side on one core each (one thread
+    # is nearly as fast as two for the tiny student, and gives the same bits). At K = 5 the warm start stops after
+    # ~40 s and the teacher is the stage: on a Zen 3 EPYC (float32, seed 0) the SFT stages took 234 s side by side
+    # (the teacher on one thread, the other core idle once the warm start stopped) and 150 s one after the other on
+    # both cores, the same bits either way (equal losses and calibration).
+    sft_side_by_side: bool = option(False, "train the teacher and the warm start at once, in two processes on half "
                                           "the cores each (where there are ≥ 2), and evaluate both on the test "
                                           "split in the second process beside the next stage")
-    sft_batch_size: int = option(8, "batch size of both SFT stages (8 is ~2x cheaper a step than 16 here and "
+    sft_batch_size: int = option(8, "batch size of the warm start's SFT (8 is ~2x cheaper a step than 16 here and "
                                     "reaches the format in as few steps)", at_least=1)
-    # ListOPD: round 2's recipe (expected estimator, warm-up 10, batch 16) at twice its lr. Measured from the seed-0
-    # warm start (bf16 SFT, 32 validation tasks, one sample each, steps 20/40/60/80): λ = 1 at lr 3e-4
-    # 0.06/0.22/0.31/0.25, at 6e-4 0.19/0.16/0.25/0.47 — 80 steps is still climbing. Round 2's locked runs say why:
-    # every run first loses the warm start's bit of format and then climbs back, over 100–155 steps at λ = 1
-    # (docs/experiments/round2). So the run below the cliff gets the steps, and the run above it fewer (on the seed-0
-    # pair its rollout parse rate is 0 from step 19 of 60 on, validation 0 at steps 20 and 40), and the λ = 1
-    # reference run is optional. 240, not 160: on an Intel Xeon (AMX bf16 kernels: a different warm start than AMD's)
-    # the below run's validation parse was still climbing at 160 (0.31–0.47 at 140–200) and level from ~220
-    # (0.56–0.66 at 220–300); docs/experiments/demo_2026-12-07_intel/lift_by_step.txt.
-    opd_steps: int = option(240, "ListOPD steps of the run below the cliff (and of the λ = 1 run)", at_least=1)
+    # ListOPD: round 2's recipe (expected estimator, warm-up 10, batch 16) at twice its lr. Round 2's locked runs
+    # (docs/experiments/round2): every run first loses the warm start's bit of format and then climbs back, over
+    # 100–155 steps at λ = 1. So the run below the cliff gets the steps, the run above it fewer, and the λ = 1
+    # reference run is optional. At K = 8 the below run needed 240 steps (on an Intel Xeon its validation parse still
+    # climbed at 160 and was level from ~220: docs/experiments/demo_2026-12-07_intel/lift_by_step.txt); on the K = 5
+    # task (Zen 3, seed 0) it is 0.09/0.22/0.44/0.62/0.78/0.81/0.75 at steps 20–140: 160 steps.
+    opd_steps: int = option(160, "ListOPD steps of the run below the cliff (and of the λ = 1 run)", at_least=1)
     above_steps: int = option(40, "ListOPD steps of the run above the cliff", at_least=1)
     plain_run: bool = option(False, "also run plain OPD (λ = 1) as a reference (+~3 min)")
     opd_eval_every: int = option(20, "the ListOPD runs validate (sampled parse, per-role keeping mass: the "
@@ -108,6 +115,9 @@ class DemoConfig:
         require(0 <= self.warm_stop_at_sampled_parse <= 1,
                 f"warm_stop_at_sampled_parse must be in [0, 1], got {self.warm_stop_at_sampled_parse}")
         require(self.rollout_ahead <= 1, f"rollout_ahead must be 0 or 1; got {self.rollout_ahead}")
+        from listopd.task.data.synth import TITLE_FORMATS
+        require(self.title_format in TITLE_FORMATS,
+                f"title_format must be one of {', '.join(TITLE_FORMATS)}, got {self.title_format!r}")
         require(self.min_history <= self.history_len,
                 f"min_history ({self.min_history}) must be ≤ history_len ({self.history_len})")
 
@@ -138,11 +148,11 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     if not (data / "test.jsonl").exists():
         tasks = make_synth_tasks(n_users=cfg.n_users, n_items=cfg.n_items, history_len=cfg.history_len,
-                                 min_history=cfg.min_history, seed=cfg.seed)
+                                 min_history=cfg.min_history, k=cfg.k, title_format=cfg.title_format, seed=cfg.seed)
         for split in ("train", "validation", "test"):
             write_tasks(data / f"{split}.jsonl", [t for t in tasks if t.split == split])
     train, val, test_tasks = (read_tasks(data / f"{s}.jsonl") for s in ("train", "validation", "test"))
-    _say(t0, f"data: {len(train)} train / {len(val)} validation / {len(test_tasks)} test tasks (K=8) in {data}")
+    _say(t0, f"data: {len(train)} train / {len(val)} validation / {len(test_tasks)} test tasks (K={train[0].k}) in {data}")
 
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
@@ -158,11 +168,12 @@ def run_demo(cfg: DemoConfig) -> dict:
                   lr=cfg.sft_lr, warmup_steps=20, save_every=100, seed=cfg.seed, bf16=bf16)
     stop = cfg.warm_stop_at_sampled_parse or None
     stages = (("teacher", "tiny-teacher", cfg.teacher_steps,
-               dict(schedule=cfg.teacher_schedule, eval_every=0, eval_tasks=32)),
+               dict(schedule=cfg.teacher_schedule, eval_every=0, eval_tasks=32,
+                    batch_size=cfg.teacher_batch_size, micro_batch_size=cfg.teacher_batch_size)),
               ("warm", "tiny-student", cfg.warm_steps,
                dict(schedule="constant", eval_every=20 if stop else 0, eval_tasks=64 if stop else 32,
                     stop_at_sampled_parse=stop, eval_greedy=not stop)))  # (the stop needs only the sampled check)
-    todo = {name: SFTConfig(out=str(out / name), model=preset, steps=steps, **stage, **common)
+    todo = {name: SFTConfig(out=str(out / name), model=preset, steps=steps, **{**common, **stage})
             for name, preset, steps, stage in stages if not (out / name / "summary.json").exists()}
     test = (data / "test.jsonl", cfg.eval_tasks)
     with _second_process(cfg) as second:
@@ -393,7 +404,7 @@ def render_report(cfg: DemoConfig, cal: dict, evaluation: dict, mechanism_roles:
 
     lines = [
         "# listopd demo report", "",
-        f"Synthetic fashion catalogue, K = 8, tiny Qwen3 presets; clip strength c = {cfg.c:g}.", "",
+        f"Synthetic fashion catalogue, K = {cfg.k}, tiny Qwen3 presets; clip strength c = {cfg.c:g}.", "",
         "## Calibration", "",
         f"Binding role **{cal['binding_role']}**: teacher mass p = {cal['p']:.5f}, warm-start mass b = {cal['b']:.5f}. "
         f"Predicted cliff **λ\\*(p, b, c) = {lam_star:.3f}** (95% bootstrap interval [{num(ci[0])}, {num(ci[1])}]); "

@@ -5,11 +5,18 @@
 - later rollouts are one step stale: the sampler→trainer KL and the weights are logged, and they are the
   weights the loss applies (checked against a hand-computed truncated-IS loss in test_loss.py);
 - an interrupted pipelined run resumes bitwise (the rollout in flight and the sampler's stream are checkpointed);
-- the worker draws and scores as the trainer would; a worker that dies is reported, not waited for forever.
+- the worker draws and scores as the trainer would; a worker that dies is reported, not waited for forever, and
+  a trainer that is killed takes its worker with it.
 """
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +119,49 @@ def test_a_dead_worker_is_reported(world):
             ahead.take()
     finally:
         ahead.close()
+
+
+def _running(pid: int) -> bool:
+    """Whether a process runs (an exited one that nobody has reaped yet, a zombie, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_the_worker_exits_when_its_trainer_is_killed(world, tmp_path):
+    # A trainer killed with SIGKILL (or SIGTERM, which skips the exit handlers that end daemon processes) sends its
+    # worker no stop. The worker used to wait for its next request forever, holding its models' memory (2 GB,
+    # still there 36 minutes after a demo was killed with pkill).
+    trainer = tmp_path / "trainer.py"
+    trainer.write_text(textwrap.dedent(f"""
+        import time
+        from listopd.train.models import load_frozen, load_model
+        from listopd.train.rollout_ahead import RolloutAhead, Scoring
+
+        if __name__ == "__main__":  # (the worker is spawned: it imports this file)
+            ahead = RolloutAhead(load_model({world.student!r}), load_frozen({world.teacher!r}), None, seed=0,
+                                 scoring=Scoring(micro_batch_size=2, tables=False, prompt_cache_mb=0, bf16=False),
+                                 max_new_tokens=4, eos_id={world.tok.eos_token_id}, pad_id={world.tok.pad_token_id})
+            print(ahead._process.pid, flush=True)
+            time.sleep(600)
+    """))
+    proc = subprocess.Popen([sys.executable, str(trainer)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    try:
+        worker = int(proc.stdout.readline())
+        assert _running(worker)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20  # the worker checks its parent once a second
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(worker), "the rollout-ahead worker outlived its killed trainer"
+    finally:
+        proc.kill()
+        if "worker" in locals() and _running(worker):
+            os.kill(worker, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("field, value, message", [("rollout_ahead", 2, "rollout_ahead must be 0 or 1"),

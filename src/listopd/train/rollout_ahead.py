@@ -212,7 +212,7 @@ def _serve(student, teacher, base, scoring: Scoring, requests, results, threads:
         with torch.no_grad(), autocast():
             return [scorer(model, m, prompt_cache=caches[id(model)]) for m in micro]
 
-    while (request := requests.get()) is not None:
+    while (request := _next_request(requests)) is not None:
         kind, payload, generator_state, seed, score_base, sampling = request
         try:
             if generator_state is None:
@@ -226,3 +226,18 @@ def _serve(student, teacher, base, scoring: Scoring, requests, results, threads:
             results.put((scored, generator.get_state()))
         except Exception:  # noqa: BLE001 — the trainer re-raises it with the traceback
             results.put(traceback.format_exc())
+    if not mp.parent_process().is_alive():
+        results.cancel_join_thread()  # nobody will read a result still queued: exit without flushing it
+
+
+def _next_request(requests):
+    """The trainer's next request, or None: sent by `close`, or because the trainer's process is gone. A trainer
+    killed (SIGKILL, or SIGTERM, which skips the exit handlers that end daemon processes) sends nothing, and the
+    queue's pipe never reports its end here (this process holds its write end too): without the check the worker
+    waited forever, holding its models' memory."""
+    while True:
+        try:
+            return requests.get(timeout=_POLL_S)
+        except queue.Empty:
+            if not mp.parent_process().is_alive():
+                return None

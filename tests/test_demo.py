@@ -2,6 +2,7 @@
 and the report names the predicted λ* and the five models. (Speed and the science are for `listopd demo`.)"""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,46 @@ def test_the_sft_stages_side_by_side_write_both_and_give_the_cores_back(tmp_path
     assert len(row["valid"]) == len(row["task_ids"]) == 3 and row["strict_parse_rate"] == sum(row["valid"]) / 3
     assert evaluate_on_test(tmp_path / "False" / "teacher", *test) == row
     assert len(evaluate_on_test(tmp_path / "False" / "teacher", test[0], 2)["valid"]) == 2  # other tasks: again
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_the_second_process_exits_when_the_demo_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    from test_rollout_ahead import _running
+
+    demo = tmp_path / "demo.py"
+    demo.write_text(textwrap.dedent("""
+        import os, time
+        from listopd.experiment.demo import DemoConfig, _second_process
+
+        if __name__ == "__main__":  # (the second process is spawned: it imports this file)
+            with _second_process(DemoConfig(sft_side_by_side=True)) as second:
+                print(second.submit(os.getpid).result(), flush=True)
+                time.sleep(600)
+    """))
+    # two threads: with one the demo makes no second process (_second_process yields None and the script fails)
+    proc = subprocess.Popen([sys.executable, str(demo)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    worker = None
+    try:
+        worker = int(proc.stdout.readline())
+        assert _running(worker)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(worker), "the demo's second process outlived the killed demo"
+    finally:
+        proc.kill()
+        if worker is not None and _running(worker):
+            os.kill(worker, signal.SIGKILL)
 
 
 def test_the_curves_figure_gets_the_final_evaluation_from_the_summary(tmp_path):

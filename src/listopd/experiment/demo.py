@@ -255,11 +255,26 @@ def _second_process(cfg: DemoConfig):
         yield None
         return
     try:
-        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as second:  # fork would copy thread pools
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn"),  # fork would copy thread pools
+                                 initializer=_exit_with_parent) as second:
             torch.set_num_threads(DEFAULT_THREADS - DEFAULT_THREADS // 2)
             yield second
     finally:
         torch.set_num_threads(DEFAULT_THREADS)  # the stages after these use every core
+
+
+def _exit_with_parent() -> None:
+    """In the second process: end it once the demo's process is gone. A demo killed with SIGKILL (or SIGTERM, which
+    skips the exit handlers) cannot stop its pool, and the pool's worker would wait for work forever."""
+    import os
+    import threading
+    from multiprocessing import parent_process
+
+    def watch(parent=parent_process()):
+        parent.join()  # returns when the parent has exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _run_sft_stages(todo: dict, second, test: tuple) -> None:

@@ -8,6 +8,7 @@
 - the cliff guard: refusal above λ*(p, b, c), allow_above_cliff, calibration files, the guard_margin stop.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -365,6 +366,12 @@ def test_allow_above_cliff_starts(world, tmp_path, source, calibration):
     assert config["cliff_check"]["lambda_star"] == pytest.approx(_lambda_star()) and config["allow_above_cliff"] is True
     assert config["cliff_p"] == extra.get("cliff_p") and config["calibration"] == extra.get("calibration")
     assert (out / "final" / "model.safetensors").is_file()
+    # the run's config.json is a config again (`listopd opd --config <run>/config.json`): its record is set aside
+    from listopd.train.opd_config import OPDConfig
+    from listopd.util.config import config_from_dict, read_yaml
+
+    again = config_from_dict(OPDConfig, read_yaml(str(out / "config.json")), source="config.json")
+    assert dataclasses.asdict(again) == {k: v for k, v in config.items() if k != "cliff_check"}
 
 
 def test_guard_margin_stop_checkpoints_and_summarises(world, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from listopd.core.clip import CLIP_MODES, check_loss_args
 from listopd.util.config import check_at_least, finite_positive, option, require
@@ -15,6 +16,9 @@ ESTIMATORS = ("sampled", "expected")
 
 @dataclass
 class OPDConfig:
+    # written into a run's config.json beside the options (train/opd.py: what the cliff check read); not an option
+    RECORDED_KEYS: ClassVar[tuple[str, ...]] = ("cliff_check",)
+
     student: str = option(help="warm-start model folder (the student starts here)")
     teacher: str = option(help="teacher model folder")
     tasks: str = option(help="training task file (prompts)")

@@ -164,6 +164,9 @@ def read_yaml(path: str) -> dict:
 def config_from_dict(cls, data: dict, source: str = "config"):
     """Build and validate `cls` from a plain dict (YAML contents); errors name `source` and the key."""
     types_ = _field_types(cls)
+    # what a run writes beside its options in its config.json (a record, e.g. OPDConfig's "cliff_check"), so that the
+    # file is a config again: `listopd opd --config <run>/config.json`
+    data = {k: v for k, v in data.items() if k not in getattr(cls, "RECORDED_KEYS", ())}
     unknown = sorted(set(data) - set(types_))
     if unknown:
         raise ListopdError(f"{source}: unknown option(s) {', '.join(map(repr, unknown))}; "

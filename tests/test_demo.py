@@ -2,10 +2,10 @@
 and the report names the predicted λ* and the five models. (Speed and the science are for `listopd demo`.)"""
 
 import json
-from pathlib import Path
 
 import pytest
 
+from killed_parent import helper_outlives_killed_parent, needs_proc
 from listopd.experiment.demo import DemoConfig, demo_lambdas, run_demo, validation_points
 
 
@@ -106,16 +106,10 @@ def test_the_sft_stages_side_by_side_write_both_and_give_the_cores_back(tmp_path
     assert len(evaluate_on_test(tmp_path / "False" / "teacher", test[0], 2)["valid"]) == 2  # other tasks: again
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+@needs_proc
 def test_the_second_process_exits_when_the_demo_is_killed(tmp_path):
     import os
-    import signal
-    import subprocess
-    import sys
     import textwrap
-    import time
-
-    from test_rollout_ahead import _running
 
     demo = tmp_path / "demo.py"
     demo.write_text(textwrap.dedent("""
@@ -128,22 +122,8 @@ def test_the_second_process_exits_when_the_demo_is_killed(tmp_path):
                 time.sleep(600)
     """))
     # two threads: with one the demo makes no second process (_second_process yields None and the script fails)
-    proc = subprocess.Popen([sys.executable, str(demo)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
-    worker = None
-    try:
-        worker = int(proc.stdout.readline())
-        assert _running(worker)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        deadline = time.monotonic() + 20
-        while _running(worker) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _running(worker), "the demo's second process outlived the killed demo"
-    finally:
-        proc.kill()
-        if worker is not None and _running(worker):
-            os.kill(worker, signal.SIGKILL)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    assert not helper_outlives_killed_parent(demo, env), "the demo's second process outlived the killed demo"
 
 
 def test_the_curves_figure_gets_the_final_evaluation_from_the_summary(tmp_path):

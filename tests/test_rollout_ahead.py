@@ -12,11 +12,7 @@
 import dataclasses
 import json
 import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +25,7 @@ from listopd.train.rollout import completion_logprobs, micro_batches, sample
 from listopd.train.rollout_ahead import RolloutAhead, Scoring
 from listopd.util.errors import ListopdError
 from test_trainer import _assert_resume_equals_uninterrupted
+from killed_parent import helper_outlives_killed_parent, needs_proc
 from tiny_world import opd_config
 
 
@@ -121,15 +118,7 @@ def test_a_dead_worker_is_reported(world):
         ahead.close()
 
 
-def _running(pid: int) -> bool:
-    """Whether a process runs (an exited one that nobody has reaped yet, a zombie, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+@needs_proc
 def test_the_worker_exits_when_its_trainer_is_killed(world, tmp_path):
     # A trainer killed with SIGKILL (or SIGTERM, which skips the exit handlers that end daemon processes) sends its
     # worker no stop. The worker used to wait for its next request forever, holding its models' memory (2 GB,
@@ -147,21 +136,8 @@ def test_the_worker_exits_when_its_trainer_is_killed(world, tmp_path):
             print(ahead._process.pid, flush=True)
             time.sleep(600)
     """))
-    proc = subprocess.Popen([sys.executable, str(trainer)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    try:
-        worker = int(proc.stdout.readline())
-        assert _running(worker)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        deadline = time.monotonic() + 20  # the worker checks its parent once a second
-        while _running(worker) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _running(worker), "the rollout-ahead worker outlived its killed trainer"
-    finally:
-        proc.kill()
-        if "worker" in locals() and _running(worker):
-            os.kill(worker, signal.SIGKILL)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    assert not helper_outlives_killed_parent(trainer, env), "the rollout-ahead worker outlived its killed trainer"
 
 
 @pytest.mark.parametrize("field, value, message", [("rollout_ahead", 2, "rollout_ahead must be 0 or 1"),

@@ -116,11 +116,16 @@ class DemoConfig:
         require(0 <= self.warm_stop_at_sampled_parse <= 1,
                 f"warm_stop_at_sampled_parse must be in [0, 1], got {self.warm_stop_at_sampled_parse}")
         require(self.rollout_ahead <= 1, f"rollout_ahead must be 0 or 1; got {self.rollout_ahead}")
-        from listopd.task.data.synth import TITLE_FORMATS
-        require(self.title_format in TITLE_FORMATS,
-                f"title_format must be one of {', '.join(TITLE_FORMATS)}, got {self.title_format!r}")
         require(self.min_history <= self.history_len,
                 f"min_history ({self.min_history}) must be ≤ history_len ({self.history_len})")
+        from listopd.task.data.synth import SynthConfig
+        from listopd.util.errors import DomainError, ListopdError
+
+        try:  # the data's own check (K, title format, catalogue size), before any work instead of at the data stage
+            SynthConfig(n_items=self.n_items, n_users=self.n_users, history_len=self.history_len,
+                        min_history=self.min_history, k=self.k, title_format=self.title_format, seed=self.seed).check()
+        except DomainError as e:
+            raise ListopdError(f"invalid config: {e}") from None  # (as require words it)
 
 
 def _say(t0: float, message: str) -> None:
@@ -250,31 +255,18 @@ def _second_process(cfg: DemoConfig):
     import torch
 
     from listopd.train.scaffold import DEFAULT_THREADS
+    from listopd.util.processes import exit_with_parent
 
     if not cfg.sft_side_by_side or DEFAULT_THREADS < 2:
         yield None
         return
     try:
         with ProcessPoolExecutor(1, mp_context=get_context("spawn"),  # fork would copy thread pools
-                                 initializer=_exit_with_parent) as second:
+                                 initializer=exit_with_parent) as second:
             torch.set_num_threads(DEFAULT_THREADS - DEFAULT_THREADS // 2)
             yield second
     finally:
         torch.set_num_threads(DEFAULT_THREADS)  # the stages after these use every core
-
-
-def _exit_with_parent() -> None:
-    """In the second process: end it once the demo's process is gone. A demo killed with SIGKILL (or SIGTERM, which
-    skips the exit handlers) cannot stop its pool, and the pool's worker would wait for work forever."""
-    import os
-    import threading
-    from multiprocessing import parent_process
-
-    def watch(parent=parent_process()):
-        parent.join()  # returns when the parent has exited
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _run_sft_stages(todo: dict, second, test: tuple) -> None:

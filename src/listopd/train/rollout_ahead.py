@@ -42,6 +42,7 @@ from listopd.train.prompt_cache import prompt_cache
 from listopd.train.rollout import (Rollout, completion_logprob_table, completion_logprobs, micro_batches,
                                    sample)
 from listopd.util.errors import ListopdError
+from listopd.util.processes import exit_with_parent
 
 _POLL_S = 1.0  # how often a wait for the worker checks that its process is alive
 
@@ -200,7 +201,9 @@ def _own(scored: Scored) -> Scored:
 
 
 def _serve(student, teacher, base, scoring: Scoring, requests, results, threads: int) -> None:
-    """The worker process: draw (or take) a rollout and score it, per request, until a None arrives."""
+    """The worker process: draw (or take) a rollout and score it, per request, until a None arrives (or until the
+    trainer's process is gone)."""
+    exit_with_parent()
     torch.set_num_threads(threads)
     generator = torch.Generator(device=next(student.parameters()).device)  # sampling draws on the model's device
     caches = {id(m): prompt_cache(m, scoring.prompt_cache_mb) for m in (teacher, base) if m is not None}
@@ -212,7 +215,7 @@ def _serve(student, teacher, base, scoring: Scoring, requests, results, threads:
         with torch.no_grad(), autocast():
             return [scorer(model, m, prompt_cache=caches[id(model)]) for m in micro]
 
-    while (request := _next_request(requests)) is not None:
+    while (request := requests.get()) is not None:
         kind, payload, generator_state, seed, score_base, sampling = request
         try:
             if generator_state is None:
@@ -226,18 +229,3 @@ def _serve(student, teacher, base, scoring: Scoring, requests, results, threads:
             results.put((scored, generator.get_state()))
         except Exception:  # noqa: BLE001 — the trainer re-raises it with the traceback
             results.put(traceback.format_exc())
-    if not mp.parent_process().is_alive():
-        results.cancel_join_thread()  # nobody will read a result still queued: exit without flushing it
-
-
-def _next_request(requests):
-    """The trainer's next request, or None: sent by `close`, or because the trainer's process is gone. A trainer
-    killed (SIGKILL, or SIGTERM, which skips the exit handlers that end daemon processes) sends nothing, and the
-    queue's pipe never reports its end here (this process holds its write end too): without the check the worker
-    waited forever, holding its models' memory."""
-    while True:
-        try:
-            return requests.get(timeout=_POLL_S)
-        except queue.Empty:
-            if not mp.parent_process().is_alive():
-                return None

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from killed_parent import helper_outlives_killed_parent, needs_proc
-from listopd.experiment.demo import DemoConfig, demo_lambdas, run_demo, validation_points
+from listopd.experiment.demo import DemoConfig, demo_lambdas, pair_warnings, run_demo, validation_points
 
 
 def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
@@ -31,6 +31,8 @@ def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
     assert {t.k for t in read_tasks(out / "data" / "train.jsonl")} == {cfg.k}  # the demo's K (5), not synth's 8
     sft_batch = {name: json.loads((out / name / "config.json").read_text())["batch_size"] for name in ("teacher", "warm")}
     assert sft_batch == {"teacher": cfg.teacher_batch_size, "warm": cfg.sft_batch_size} == {"teacher": 16, "warm": 8}
+    sft_lr = {name: json.loads((out / name / "config.json").read_text())["lr"] for name in ("teacher", "warm")}
+    assert sft_lr == {"teacher": cfg.teacher_lr, "warm": cfg.sft_lr} == {"teacher": 5e-4, "warm": 1e-3}
     assert json.loads((out / "opd_above" / "config.json").read_text())["allow_above_cliff"] is True
     report = (out / "report.md").read_text()
     assert f"{lam_star:.3f}" in report and report.count("| ListOPD λ=") == 3
@@ -47,6 +49,12 @@ def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
         assert lift["n"] == 4
         assert lift["ci"][0] <= lift["points"] <= lift["ci"][1]
     assert "mechanism.png" in report and "paired bootstrap" in report
+    teacher = result["models"]["teacher (SFT, tiny-teacher)"]["strict_parse_rate"]
+    assert teacher < 0.5  # three SFT steps: the teacher has not learned the format, and the demo says so, early
+    log = capsys.readouterr().out
+    warning = f"the teacher keeps the format in {100 * teacher:.0f}% of its samples"
+    assert f"warning: {warning}" in log and log.index(warning) < log.index("ListOPD λ =")
+    assert f"**Warning**: {warning}" in report
 
     capsys.readouterr()
     again = run_demo(cfg)  # every stage is done: nothing is retrained
@@ -55,12 +63,21 @@ def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
     assert again["lambda_star"] == lam_star
 
 
+def test_a_teacher_that_rarely_keeps_the_format_when_sampled_is_named():
+    assert pair_warnings(0.847, 0.18) == []  # seed 0's pair (Zen 4)
+    assert pair_warnings(0.5, 0.1) == []
+    (warning,) = pair_warnings(0.36, 0.08)  # seed 4's: its below run gave +20.7 points
+    assert warning.startswith("the teacher keeps the format in 36% of its samples (the warm start in 8%)")
+
+
 def test_a_title_format_synth_does_not_know_is_refused_before_any_work():
     from listopd.util.errors import ListopdError
 
     with pytest.raises(ListopdError, match="title_format must be one of full, short, plain, got 'fancy'"):
         DemoConfig(title_format="fancy").validate()
     DemoConfig(title_format="full", k=8, history_len=3, min_history=2).validate()  # the K = 8 demo of before
+    with pytest.raises(ListopdError, match="teacher_lr and sft_lr must be > 0, got 0.0 and 0.001"):
+        DemoConfig(teacher_lr=0.0).validate()
 
 
 def test_the_below_run_sits_below_both_predictors():

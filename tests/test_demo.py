@@ -76,8 +76,10 @@ def test_a_title_format_synth_does_not_know_is_refused_before_any_work():
     with pytest.raises(ListopdError, match="title_format must be one of full, short, plain, got 'fancy'"):
         DemoConfig(title_format="fancy").validate()
     DemoConfig(title_format="full", k=8, history_len=3, min_history=2).validate()  # the K = 8 demo of before
-    with pytest.raises(ListopdError, match="teacher_lr and sft_lr must be > 0, got 0.0 and 0.001"):
+    with pytest.raises(ListopdError, match="teacher_lr and sft_lr must be finite numbers > 0, got 0.0 and 0.001"):
         DemoConfig(teacher_lr=0.0).validate()
+    with pytest.raises(ListopdError, match="teacher_lr and sft_lr must be finite numbers > 0, got 0.0005 and inf"):
+        DemoConfig(sft_lr=float("inf")).validate()
 
 
 def test_the_below_run_sits_below_both_predictors():

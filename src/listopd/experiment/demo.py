@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from listopd.util.config import check_at_least, option, require
+from listopd.util.config import check_at_least, finite_positive, option, require
 
 
 @dataclass
@@ -121,8 +121,8 @@ class DemoConfig:
         require(0 <= self.warm_stop_at_sampled_parse <= 1,
                 f"warm_stop_at_sampled_parse must be in [0, 1], got {self.warm_stop_at_sampled_parse}")
         require(self.rollout_ahead <= 1, f"rollout_ahead must be 0 or 1; got {self.rollout_ahead}")
-        require(self.teacher_lr > 0 and self.sft_lr > 0,
-                f"teacher_lr and sft_lr must be > 0, got {self.teacher_lr} and {self.sft_lr}")
+        require(finite_positive(self.teacher_lr) and finite_positive(self.sft_lr),  # SFTConfig's check, before any work
+                f"teacher_lr and sft_lr must be finite numbers > 0, got {self.teacher_lr} and {self.sft_lr}")
         require(self.min_history <= self.history_len,
                 f"min_history ({self.min_history}) must be ≤ history_len ({self.history_len})")
         from listopd.task.data.synth import SynthConfig

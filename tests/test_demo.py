@@ -6,7 +6,8 @@ import json
 import pytest
 
 from killed_parent import helper_outlives_killed_parent, needs_proc
-from listopd.experiment.demo import DemoConfig, demo_lambdas, pair_warnings, run_demo, validation_points
+from listopd.experiment.demo import (DemoConfig, convergence_notes, demo_lambdas, pair_warnings, run_demo,
+                                     validation_points)
 
 
 def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
@@ -68,6 +69,26 @@ def test_a_teacher_that_rarely_keeps_the_format_when_sampled_is_named():
     assert pair_warnings(0.5, 0.1) == []
     (warning,) = pair_warnings(0.36, 0.08)  # seed 4's: its below run gave +20.7 points
     assert warning.startswith("the teacher keeps the format in 36% of its samples (the warm start in 8%)")
+
+
+def _evaluation(teacher: float, runs: dict[str, tuple[float, float]]) -> dict:
+    labels = {"plain": "plain OPD", "below": "below λ*", "above": "above λ*"}
+    rows = {"teacher (SFT, tiny-teacher)": {"strict_parse_rate": teacher},
+            "warm start (SFT, tiny-student)": {"strict_parse_rate": 0.107}}
+    rows |= {f"ListOPD λ={lam} ({labels[side]})": {"strict_parse_rate": got} for side, (lam, got) in runs.items()}
+    return {"models": rows, "lambdas": {side: lam for side, (lam, _) in runs.items()}}
+
+
+def test_a_run_meant_to_converge_that_ends_far_under_its_teacher_is_named_with_the_longer_command():
+    # seed 0's pair (Zen 4): below 69.3% against its teacher's 71.3%; its above run collapsed, which is not a note
+    assert convergence_notes(_evaluation(0.713, {"below": (1.444, 0.693), "above": (2.388, 0.0)}), "runs/demo") == []
+    # seed 1's: below 18.0% against 73.3% (82.0% after 360 steps)
+    (note,) = convergence_notes(_evaluation(0.733, {"below": (1.427, 0.18), "above": (2.354, 0.427)}), "runs/n_s1")
+    assert note.startswith("ListOPD λ = 1.427 (below λ*) ends at 18% sampled, its teacher at 73%")
+    assert note.endswith("listopd opd --config runs/n_s1/opd_below/config.json --steps 360 --out runs/n_s1/opd_below_360")
+    # the plain run is checked too; a gap of exactly 25 points is not a note
+    notes = convergence_notes(_evaluation(0.75, {"plain": (1.0, 0.4), "below": (1.3, 0.5)}), "d")
+    assert [n.split(" (")[0] for n in notes] == ["ListOPD λ = 1.0"]
 
 
 def test_a_title_format_synth_does_not_know_is_refused_before_any_work():

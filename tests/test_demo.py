@@ -7,7 +7,7 @@ import pytest
 
 from killed_parent import helper_outlives_killed_parent, needs_proc
 from listopd.experiment.demo import (DemoConfig, convergence_notes, demo_lambdas, pair_warnings, run_demo,
-                                     validation_points)
+                                     run_row_name, validation_points)
 
 
 def test_demo_pipeline_runs_and_resumes(tmp_path, capsys):
@@ -72,10 +72,9 @@ def test_a_teacher_that_rarely_keeps_the_format_when_sampled_is_named():
 
 
 def _evaluation(teacher: float, runs: dict[str, tuple[float, float]]) -> dict:
-    labels = {"plain": "plain OPD", "below": "below λ*", "above": "above λ*"}
     rows = {"teacher (SFT, tiny-teacher)": {"strict_parse_rate": teacher},
             "warm start (SFT, tiny-student)": {"strict_parse_rate": 0.107}}
-    rows |= {f"ListOPD λ={lam} ({labels[side]})": {"strict_parse_rate": got} for side, (lam, got) in runs.items()}
+    rows |= {run_row_name(side, lam): {"strict_parse_rate": got} for side, (lam, got) in runs.items()}
     return {"models": rows, "lambdas": {side: lam for side, (lam, _) in runs.items()}}
 
 

@@ -350,7 +350,7 @@ def convergence_notes(evaluation: dict, out: str) -> list[str]:
     notes = []
     for side in ("plain", "below"):
         lam = evaluation["lambdas"].get(side)
-        got = None if lam is None else rows[f"ListOPD λ={lam} ({LABELS[side]})"]["strict_parse_rate"]
+        got = None if lam is None else rows[run_row_name(side, lam)]["strict_parse_rate"]
         if got is not None and teacher - got > MAX_GAP_TO_TEACHER:
             notes.append(f"ListOPD λ = {lam} ({LABELS[side]}) ends at {100 * got:.0f}% sampled, its teacher at "
                          f"{100 * teacher:.0f}%: it has not converged in this budget. Longer (one demo pair left its "
@@ -361,6 +361,11 @@ def convergence_notes(evaluation: dict, out: str) -> list[str]:
 
 LABELS = {"plain": "plain OPD", "below": "below λ*", "above": "above λ*"}
 COLOURS = {"plain": "C2", "below": "C0", "above": "C3"}
+
+
+def run_row_name(side: str, lam: float) -> str:
+    """A ListOPD run's row in evaluation.json's models (and the report's table)."""
+    return f"ListOPD λ={lam} ({LABELS[side]})"
 
 
 def evaluate_on_test(stage: Path, tasks_path: Path, n_tasks: int) -> dict:
@@ -397,7 +402,7 @@ def _evaluate_all(out: Path, lambdas: dict, lam_star: float, tasks_path: Path, n
     from listopd.task.metrics import bootstrap_ci
 
     models = [("teacher", "teacher (SFT, tiny-teacher)"), ("warm", "warm start (SFT, tiny-student)")]
-    models += [(f"opd_{side}", f"ListOPD λ={lam} ({LABELS[side]})") for side, lam in lambdas.items()]
+    models += [(f"opd_{side}", run_row_name(side, lam)) for side, lam in lambdas.items()]
     rows, valid = {}, {}
     for stage, name in models:
         row = evaluate_on_test(out / stage, tasks_path, n_tasks)
